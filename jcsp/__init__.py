@@ -1,0 +1,24 @@
+"""jcsp: crystal structure prediction as one batched, JIT-compiled JAX program.
+
+Importing jcsp enables JAX's float64 support (set ``JCSP_X64=0`` before import to keep
+JAX's float32-only default); arrays then default to float64 on the CPU, and relaxers
+accept ``dtype=`` for float32 on accelerators.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+if os.environ.get("JCSP_X64", "1") != "0":
+    jax.config.update("jax_enable_x64", True)
+
+from . import neighbors, potentials, units  # noqa: E402
+from .calculator import JCSPCalculator  # noqa: E402
+from .derivatives import evaluate, evaluate_population  # noqa: E402
+from .structures import Population  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["JCSPCalculator", "Population", "evaluate", "evaluate_population", "neighbors", "potentials", "units"]

@@ -1,0 +1,75 @@
+"""``JCSPCalculator``: any jcsp potential as an ASE calculator (host side).
+
+Results are ASE's: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom),
+``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt order, periodic structures only). The
+compiled function is reused while the neighbor-list spec still fits, so an ASE
+optimisation compiles once or twice, not every step.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from . import neighbors as nl
+from .derivatives import evaluate
+from .potentials.base import Potential
+from .structures.convert import from_atoms
+from .units import full_to_voigt
+
+
+class JCSPCalculator(Calculator):
+    """ASE calculator around a jcsp potential.
+
+    Args:
+      potential: any :class:`jcsp.potentials.Potential`.
+      params: parameters to use instead of ``potential.params``.
+
+    Example:
+      >>> atoms.calc = JCSPCalculator(jcsp.potentials.LennardJones(cutoff=None))
+      >>> atoms.get_potential_energy()
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential: Potential, params=None, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential
+        self.model_params = potential.params if params is None else params
+        self._spec = None
+        self._compiled = {}
+
+    def _function(self, spec, pbc):
+        key = (spec, pbc)
+        if key not in self._compiled:
+            pot = self.potential
+
+            def one(params, frac, cell, species, mask):
+                return evaluate(pot, params, frac, cell, species, mask, spec, pbc)
+
+            self._compiled[key] = jax.jit(one)
+        return self._compiled[key]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.potential.check_species(self.atoms.numbers)
+        pop = from_atoms([self.atoms])
+        args = (pop.frac[0], pop.cell[0], pop.species[0], pop.mask[0])
+        if self._spec is None or "numbers" in system_changes or "pbc" in system_changes:
+            self._spec = nl.spec_for(self.potential.cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
+        for _ in range(20):
+            res = self._function(self._spec, pop.pbc)(self.model_params, *args)
+            if not bool(res.overflow):
+                break
+            self._spec = nl.grow(self._spec, int(res.count), pop.cell, pop.pbc)
+        energy = float(res.energy)
+        if not np.isfinite(energy):
+            raise FloatingPointError("the potential returned a non-finite energy for this "
+                                     "structure (atoms too close or outside the model's range?)")
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = np.asarray(res.energies)[: len(self.atoms)]
+        self.results["forces"] = np.asarray(res.forces)[: len(self.atoms)]
+        if all(pop.pbc):
+            self.results["stress"] = full_to_voigt(np.asarray(res.stress))

@@ -1,0 +1,201 @@
+"""Periodic neighbor lists with fixed capacity, correct for any cell.
+
+Each real atom ``i`` gets up to ``capacity`` neighbors ``(j, shift)`` with
+``|r_j + shift @ cell - r_i| < cutoff``. ``shift`` is an integer vector of lattice
+translations, so a pair may appear with several shifts and an atom may neighbor its own
+images: cells thinner than twice the cutoff (common in structure prediction) are
+handled exactly, unlike minimum-image lists.
+
+The candidate images are a static box ``[-n_a..n_a] x [-n_b..n_b] x [-n_c..n_c]``:
+``n_k = ceil(cutoff / d_k)`` with ``d_k`` the spacing of the lattice planes normal to
+reciprocal vector ``k``. Two things can outgrow a static spec while cells change under
+relaxation: more neighbors than ``capacity``, or a cell thin enough to need more
+images. Both raise the per-structure ``overflow`` flag instead of dropping pairs; the
+host (:func:`spec_for`, :func:`grow`) reallocates and reruns. Nothing is ever silently
+lost.
+
+Functions here act on one structure; batch them with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborSpec:
+    """Static shape of a neighbor list (hashable: it decides compiled shapes).
+
+    Attributes:
+      cutoff: interaction cutoff in Å; ``None`` means all pairs (clusters only).
+      capacity: maximum neighbors per atom (K).
+      images: (n_a, n_b, n_c) image range searched along each lattice vector.
+    """
+
+    cutoff: float | None
+    capacity: int
+    images: tuple[int, int, int]
+
+    @property
+    def shifts(self) -> np.ndarray:
+        """[S, 3] candidate lattice shifts, (0, 0, 0) first."""
+        axes = [np.arange(-n, n + 1) for n in self.images]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        order = np.argsort(np.abs(grid).sum(1), kind="stable")
+        return grid[order].astype(np.float64)
+
+
+@struct.dataclass
+class NeighborList:
+    """Neighbors of each atom, padded to ``capacity``.
+
+    Attributes:
+      idx: [N, K] int32 index j of each neighbor (i itself on padded entries).
+      shift: [N, K, 3] lattice shift of each neighbor, in units of the cell rows,
+        relative to the *unwrapped* fractional coordinates given to :func:`build`.
+      mask: [N, K] bool, true on real entries.
+      count: [] int32, the largest number of neighbors any atom has.
+      overflow: [] bool, true when ``count > capacity`` or the cell needs more images.
+    """
+
+    idx: Array
+    shift: Array
+    mask: Array
+    count: Array
+    overflow: Array
+
+
+def plane_spacings(cell):
+    """[..., 3] spacing of lattice planes normal to each reciprocal vector, Å."""
+    cell = jnp.asarray(cell)
+    recip = jnp.linalg.inv(cell)  # columns are reciprocal vectors / 2pi
+    return 1.0 / jnp.linalg.norm(recip, axis=-2)
+
+
+def required_images(cell, cutoff: float | None, pbc) -> np.ndarray:
+    """[..., 3] image range needed to find every neighbor within ``cutoff`` (host side)."""
+    cell = np.asarray(cell, float)
+    if cutoff is None:
+        if any(pbc):
+            raise ValueError("an infinite cutoff (all pairs) needs a non-periodic cluster")
+        return np.zeros(cell.shape[:-2] + (3,), int)
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=-2)
+    n = np.ceil(cutoff / spacing - 1e-12).astype(int)
+    return np.where(np.asarray(pbc, bool), n, 0)
+
+
+def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> NeighborList:
+    """Neighbor list of one structure (safe under jit and vmap).
+
+    Args:
+      spec: static shape (cutoff, capacity, image range).
+      frac: [N, 3] fractional coordinates (any values; wrapped internally).
+      cell: [3, 3] rows are lattice vectors, Å.
+      mask: [N] bool, real atoms.
+      pbc: static (bool, bool, bool).
+    """
+    n = frac.shape[0]
+    k = spec.capacity
+    shifts = jnp.asarray(spec.shifts, frac.dtype)  # [S, 3]
+    s = shifts.shape[0]
+    periodic = jnp.asarray(pbc, bool)
+    floor = jnp.where(periodic, jnp.floor(frac), 0.0)
+    wrapped = frac - floor
+    # Candidate (i, j, shift) separation vectors, [N, N, S, 3].
+    dfrac = wrapped[None, :, None, :] - wrapped[:, None, None, :] + shifts[None, None]
+    vec = jnp.einsum("ijsa,ab->ijsb", dfrac, cell)
+    d2 = jnp.sum(vec * vec, axis=-1)
+    eye = jnp.eye(n, dtype=bool)[:, :, None]
+    is_self = eye & jnp.all(shifts == 0, axis=-1)[None, None, :]
+    valid = mask[:, None, None] & mask[None, :, None] & ~is_self
+    if spec.cutoff is not None:
+        valid = valid & (d2 < spec.cutoff**2)
+    valid = valid.reshape(n, n * s)
+    counts = jnp.sum(valid, axis=1)
+    slot = jnp.where(valid, jnp.cumsum(valid, axis=1) - 1, k)
+    j_flat = jnp.repeat(jnp.arange(n, dtype=jnp.int32), s)
+    # Shift relative to unwrapped coordinates: r_j - r_i + (S - floor_j + floor_i) @ cell.
+    eff = shifts[None, None, :, :] - floor[None, :, None, :] + floor[:, None, None, :]
+    eff = eff.reshape(n, n * s, 3)
+
+    def compact(slot_i, eff_i, i):
+        idx = jnp.full((k,), i, jnp.int32).at[slot_i].set(j_flat, mode="drop")
+        sh = jnp.zeros((k, 3), frac.dtype).at[slot_i].set(eff_i, mode="drop")
+        return idx, sh
+
+    idx, shift = jax.vmap(compact)(slot, eff, jnp.arange(n, dtype=jnp.int32))
+    nbr_mask = jnp.arange(k)[None, :] < jnp.minimum(counts, k)[:, None]
+    count = jnp.max(counts) if n else jnp.int32(0)
+    overflow = count > k
+    if spec.cutoff is not None:
+        need = jnp.ceil(spec.cutoff / plane_spacings(cell) - 1e-12)
+        short = periodic & (need > jnp.asarray(spec.images))
+        overflow = overflow | jnp.any(short)
+    return NeighborList(idx=idx, shift=shift, mask=nbr_mask, count=count.astype(jnp.int32),
+                        overflow=overflow)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return int(math.ceil(max(x, 1) / multiple) * multiple)
+
+
+def spec_for(cutoff: float | None, frac, cell, mask, pbc, *, margin: float = 1.2,
+             cell_margin: float = 1.1) -> NeighborSpec:
+    """Choose a spec that fits a batch now, with room to move (host side).
+
+    Args:
+      cutoff: Å, or ``None`` for all pairs of a cluster.
+      frac, cell, mask: [B, N, 3], [B, 3, 3], [B, N] arrays of the batch.
+      pbc: static periodicity.
+      margin: capacity = margin x the largest neighbor count found.
+      cell_margin: images are sized for ``cutoff * cell_margin`` so moderate cell
+        changes during relaxation do not need a new spec.
+    """
+    frac = np.asarray(frac)
+    n = frac.shape[1]
+    if cutoff is None:
+        return NeighborSpec(None, max(n - 1, 1), (0, 0, 0))
+    images = required_images(cell, cutoff * cell_margin, pbc).reshape(-1, 3).max(axis=0)
+    probe = NeighborSpec(cutoff, 1, tuple(int(x) for x in images))
+    counts = _batched_count(probe, jnp.asarray(frac), jnp.asarray(cell), jnp.asarray(mask),
+                            tuple(pbc))
+    biggest = int(np.max(np.asarray(counts))) if counts.size else 1
+    return dataclasses.replace(probe, capacity=_round_up(int(biggest * margin) + 1, 4))
+
+
+def grow(spec: NeighborSpec, count: int, cell, pbc, *, margin: float = 1.2) -> NeighborSpec:
+    """A larger spec after an overflow: room for ``count`` neighbors and ``cell``."""
+    images = required_images(cell, spec.cutoff * 1.1, pbc).reshape(-1, 3).max(axis=0)
+    images = tuple(int(max(a, b)) for a, b in zip(images, spec.images))
+    capacity = max(spec.capacity, _round_up(int(count * margin) + 1, 4))
+    return NeighborSpec(spec.cutoff, capacity, images)
+
+
+@jax.jit
+def _count_impl(frac, cell, mask, shifts, cutoff, pbc_arr):
+    periodic = pbc_arr
+    wrapped = frac - jnp.where(periodic, jnp.floor(frac), 0.0)
+
+    def one(f, c, m):
+        df = f[None, :, None, :] - f[:, None, None, :] + shifts[None, None]
+        v = jnp.einsum("ijsa,ab->ijsb", df, c)
+        d2 = jnp.sum(v * v, -1)
+        n = f.shape[0]
+        is_self = jnp.eye(n, dtype=bool)[:, :, None] & jnp.all(shifts == 0, -1)[None, None]
+        ok = m[:, None, None] & m[None, :, None] & ~is_self & (d2 < cutoff**2)
+        return jnp.max(jnp.sum(ok, axis=(1, 2)))
+
+    return jax.vmap(one)(wrapped, cell, mask)
+
+
+def _batched_count(spec, frac, cell, mask, pbc):
+    shifts = jnp.asarray(spec.shifts, frac.dtype)
+    return _count_impl(frac, cell, mask, shifts, spec.cutoff, jnp.asarray(pbc, bool))

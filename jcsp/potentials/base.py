@@ -1,0 +1,81 @@
+"""The energy contract shared by every potential.
+
+A potential maps ``(params, graph)`` to per-atom energies ``[N]`` (eV) and declares its
+cutoff and the species it covers. It never computes forces or stress: those come from
+:mod:`jcsp.derivatives` by autodiff. ``params`` is a pytree of arrays (passed to jitted
+code as an argument, so new parameter values never recompile); the potential object
+itself holds only static configuration and is closed over by the compiled functions.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterable
+
+import jax.numpy as jnp
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
+
+from ..graph import Graph
+
+
+def to_numbers(symbols: Iterable) -> tuple[int, ...]:
+    """Element symbols (or atomic numbers) -> atomic numbers, with a clear error."""
+    out = []
+    for s in symbols:
+        if isinstance(s, (int, np.integer)):
+            out.append(int(s))
+        elif s in atomic_numbers:
+            out.append(atomic_numbers[s])
+        else:
+            raise ValueError(f"unknown element {s!r}: use a chemical symbol such as 'Si'")
+    return tuple(out)
+
+
+class Potential(abc.ABC):
+    """Base class: subclasses set ``cutoff``, ``species``, ``params`` and define
+    :meth:`energies`.
+
+    Attributes:
+      cutoff: interaction range in Å; ``None`` for all pairs (non-periodic clusters only).
+      species: atomic numbers the potential covers, in its own type order; ``None`` when
+        every species is treated the same (e.g. Lennard-Jones particles).
+      params: pytree of arrays.
+    """
+
+    cutoff: float | None = None
+    species: tuple[int, ...] | None = None
+    params: object = None
+
+    @abc.abstractmethod
+    def energies(self, params, graph: Graph):
+        """[N] per-atom energies in eV; values on padded atoms are ignored."""
+
+    # --- species handling, shared -------------------------------------------------
+    def check_species(self, numbers: Iterable[int]) -> None:
+        """Raise ValueError naming any species this potential does not cover."""
+        if self.species is None:
+            return
+        missing = sorted(set(int(z) for z in numbers) - set(self.species))
+        if missing:
+            have = ", ".join(chemical_symbols[z] for z in self.species)
+            miss = ", ".join(chemical_symbols[z] for z in missing)
+            raise ValueError(
+                f"{type(self).__name__} covers {have} but the structure contains {miss}; "
+                "use a potential that includes these elements")
+
+    def type_index(self, species):
+        """Atomic numbers -> this potential's type indices (0 for uncovered/padding)."""
+        if self.species is None:
+            return jnp.zeros_like(species)
+        table = np.zeros(119, np.int32)
+        table[list(self.species)] = np.arange(len(self.species), dtype=np.int32)
+        return jnp.asarray(table)[species]
+
+    @property
+    def n_types(self) -> int:
+        return 1 if self.species is None else len(self.species)
+
+    def __repr__(self) -> str:
+        names = "any" if self.species is None else "".join(chemical_symbols[z] for z in self.species)
+        return f"{type(self).__name__}(species={names}, cutoff={self.cutoff})"
