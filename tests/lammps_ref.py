@@ -33,14 +33,14 @@ def lower_triangular(cell):
     return np.tril(lower), q
 
 
-def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=()):
+def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(), types=None):
     """Energy (eV), forces [N, 3] (eV/Å) and ASE stress [3, 3] (eV/Å³) from LAMMPS.
 
     Args:
       cell: [3, 3] rows are lattice vectors (right-handed).
       positions: [N, 3] Cartesian, Å.
-      symbols: element of each atom; LAMMPS types follow ``sorted(set(symbols))`` unless
-        the ``pair_lines`` rely on another order (pass ``type_order`` via ``extra``).
+      symbols: element of each atom; LAMMPS types follow ``types`` (default
+        ``sorted(set(symbols))``), so type k+1 is ``types[k]``.
       pair_lines: LAMMPS commands defining the interaction (pair_style, pair_coeff, ...);
         the string ``{types}`` is replaced by the element names in type order.
       charges: per-atom charges (uses atom_style charge).
@@ -50,7 +50,7 @@ def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(
         raise RuntimeError("LAMMPS binary 'lmp' not found: apt-get install lammps")
     positions = np.asarray(positions, float)
     charges = None if charges is None else [float(c) for c in charges]
-    types = sorted(set(symbols))
+    types = list(types) if types is not None else sorted(set(symbols))
     lower, q = lower_triangular(cell)
     lower = lower.tolist()
     pos = (positions @ q).tolist()
