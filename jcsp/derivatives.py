@@ -43,7 +43,9 @@ class Results:
 
 def evaluate(potential: Potential, params, frac, cell, species, mask, spec: nl.NeighborSpec,
              pbc) -> Results:
-    """Energy, forces and stress of one structure (safe under jit and vmap).
+    """Energy, forces and stress of one structure, building its neighbor list.
+
+    Safe under jit and vmap.
 
     Args:
       potential: the model (static).
@@ -53,6 +55,17 @@ def evaluate(potential: Potential, params, frac, cell, species, mask, spec: nl.N
       spec: static neighbor-list shape; pbc: static periodicity.
     """
     nbrs = nl.build(spec, frac, cell, mask, pbc)
+    return evaluate_with(potential, params, frac, cell, species, mask, nbrs, pbc)
+
+
+def evaluate_with(potential: Potential, params, frac, cell, species, mask,
+                  nbrs: nl.NeighborList, pbc) -> Results:
+    """Energy, forces and stress of one structure with a given neighbor list.
+
+    The list may have been built with a larger cutoff (a Verlet skin) at earlier
+    coordinates, as long as :func:`jcsp.neighbors.needs_rebuild` is false: potentials
+    ignore pairs beyond their own cutoff.
+    """
     positions = frac @ cell
     dtype = positions.dtype
 
@@ -65,7 +78,12 @@ def evaluate(potential: Potential, params, frac, cell, species, mask, spec: nl.N
 
     (energy, energies), (grad_pos, grad_strain) = jax.value_and_grad(
         total, argnums=(0, 1), has_aux=True)(positions, jnp.zeros((3, 3), dtype))
-    forces = jnp.where(mask[:, None], -grad_pos, 0.0)
+    # Non-finite coordinates drop out of a neighbor list (NaN compares false): make them
+    # poison this structure's results instead of silently vanishing.
+    finite = jnp.all(jnp.where(mask[:, None], jnp.isfinite(positions), True))
+    finite = finite & jnp.all(jnp.isfinite(cell))
+    energy = jnp.where(finite, energy, jnp.nan)
+    forces = jnp.where(mask[:, None] & finite, -grad_pos, jnp.where(finite, 0.0, jnp.nan))
     if any(pbc):
         stress = grad_strain / jnp.abs(jnp.linalg.det(cell))
     else:

@@ -64,6 +64,8 @@ class NeighborList:
       mask: [N, K] bool, true on real entries.
       count: [] int32, the largest number of neighbors any atom has.
       overflow: [] bool, true when ``count > capacity`` or the cell needs more images.
+      ref_frac: [N, 3] the fractional coordinates the list was built from.
+      ref_cell: [3, 3] the cell the list was built from.
     """
 
     idx: Array
@@ -71,6 +73,8 @@ class NeighborList:
     mask: Array
     count: Array
     overflow: Array
+    ref_frac: Array
+    ref_cell: Array
 
 
 def plane_spacings(cell):
@@ -140,7 +144,28 @@ def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> Nei
         short = periodic & (need > jnp.asarray(spec.images))
         overflow = overflow | jnp.any(short)
     return NeighborList(idx=idx, shift=shift, mask=nbr_mask, count=count.astype(jnp.int32),
-                        overflow=overflow)
+                        overflow=overflow, ref_frac=frac, ref_cell=cell)
+
+
+def needs_rebuild(nbrs: NeighborList, frac: Array, cell: Array, mask: Array,
+                  cutoff: float | None, list_cutoff: float | None) -> Array:
+    """[] bool: may a pair now within ``cutoff`` be missing from a list built with
+    ``list_cutoff = cutoff + skin`` at ``(nbrs.ref_frac, nbrs.ref_cell)``?
+
+    With ``u`` the largest atomic displacement measured in the current cell and ``e`` the
+    strain from the reference cell, every pair distance changed by at most
+    ``2 |u| + list_cutoff * |e|_F``; the list stays complete while that is below the skin
+    (Verlet's criterion extended to a deforming cell). Coordinates must not be wrapped
+    between builds, since shifts refer to the unwrapped ones.
+    """
+    if cutoff is None or list_cutoff is None:
+        return jnp.zeros((), bool)
+    skin = list_cutoff - cutoff
+    disp = (frac - nbrs.ref_frac) @ cell
+    u = jnp.sqrt(jnp.max(jnp.where(mask, jnp.sum(disp * disp, axis=-1), 0.0)))
+    strain = jnp.linalg.solve(nbrs.ref_cell, cell) - jnp.eye(3, dtype=cell.dtype)
+    moved = 2.0 * u + list_cutoff * jnp.sqrt(jnp.sum(strain * strain))
+    return ~(moved < skin)
 
 
 def _round_up(x: int, multiple: int) -> int:

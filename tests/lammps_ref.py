@@ -114,7 +114,10 @@ def random_cell(rng, n_atoms, volume_per_atom, *, thin=False):
             lengths[rng.integers(3)] *= 0.35
         angles = np.radians(rng.uniform(55, 125, 3))
         from ase.geometry import cellpar_to_cell
-        cell = cellpar_to_cell(np.concatenate([lengths, np.degrees(angles)]))
+        try:
+            cell = cellpar_to_cell(np.concatenate([lengths, np.degrees(angles)]))
+        except AssertionError:  # angles that close no cell
+            continue
         if not np.isfinite(cell).all() or np.linalg.det(cell) < 0.3 * np.prod(lengths):
             continue
         scale = (n_atoms * volume_per_atom / np.linalg.det(cell)) ** (1 / 3)

@@ -5,6 +5,10 @@ cutoff and the species it covers. It never computes forces or stress: those come
 :mod:`jcsp.derivatives` by autodiff. ``params`` is a pytree of arrays (passed to jitted
 code as an argument, so new parameter values never recompile); the potential object
 itself holds only static configuration and is closed over by the compiled functions.
+
+The graph's neighbor list may hold pairs beyond the potential's cutoff (relaxers build
+lists with a Verlet skin and reuse them for many steps): every potential must give
+such pairs exactly zero energy, with finite gradients.
 """
 
 from __future__ import annotations
