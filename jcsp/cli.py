@@ -1,0 +1,300 @@
+"""The ``jcsp`` command line (host side).
+
+``jcsp relax [INPUT ...]`` relaxes every structure of the given files at once and prints
+them ranked by enthalpy per atom; with no INPUT it relaxes the shipped silicon examples
+with the shipped Stillinger-Weber potential. ``jcsp info FILE ...`` describes structures.
+See ``docs/cli.md``.
+
+Every problem with the input ends the program with one line on stderr, starting
+``jcsp: error:``, and exit status 2; never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures, spacegroup
+from .io import write_structures
+from .units import EV_PER_A3_IN_GPA
+
+EXIT_INPUT = 2
+#: Default spglib tolerance (Å) of the tables: loose enough to recognise a crystal
+#: relaxed to fmax = 0.01 eV/Å, whose atoms sit ~1e-3 Å off their ideal sites.
+SYMPREC = 0.1
+
+SUMMARY_FIELDS = ("rank", "structure", "formula", "n_atoms", "energy_eV", "enthalpy_eV",
+                  "energy_per_atom_eV", "enthalpy_per_atom_eV", "volume_per_atom_A3",
+                  "spacegroup", "converged", "failed", "steps", "failure_reason", "cif")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jcsp", description="Batched crystal structure relaxation on JAX.")
+    parser.add_argument("--version", action="version", version=f"jcsp {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    relax = sub.add_parser(
+        "relax", help="relax structures (positions and cell) and rank them by enthalpy",
+        description="Relax every structure of the INPUT files at once and print them "
+                    "ranked by enthalpy per atom. With no INPUT, relax the shipped silicon "
+                    "examples with the shipped Stillinger-Weber potential.")
+    relax.add_argument("input", nargs="*", metavar="INPUT",
+                       help="structure files: CIF, POSCAR/CONTCAR/*.vasp, extxyz/xyz (all "
+                            "frames), ASE .traj (default: the shipped examples)")
+    relax.add_argument("-p", "--potential", default="sw-si", metavar="SPEC",
+                       help="sw-si (default), FILE.sw, FILE.eam[.alloy|.fs], lj or "
+                            "lj:epsilon=E,sigma=S,cutoff=RC")
+    relax.add_argument("--pressure", type=_finite_float, default=0.0, metavar="GPA",
+                       help="external hydrostatic pressure in GPa (default 0)")
+    relax.add_argument("--fmax", type=_positive_float, default=0.01, metavar="EV_PER_A",
+                       help="converged when every force is below this, eV/Å (default 0.01)")
+    relax.add_argument("--smax", type=_positive_float, default=None, metavar="GPA",
+                       help="and every stress component (less the pressure) below this, "
+                            "GPa (default: ASE's criterion on the cell forces)")
+    relax.add_argument("--optimizer", choices=("fire", "lbfgs"), default="fire")
+    relax.add_argument("--max-steps", type=_positive_int, default=3000, metavar="N")
+    relax.add_argument("--fixed-cell", action="store_true",
+                       help="relax positions only, keep each cell")
+    relax.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                       help="structures relaxed at once per size bucket (default: auto)")
+    relax.add_argument("--symprec", type=_positive_float, default=SYMPREC, metavar="A",
+                       help=f"spglib tolerance for the space-group column, Å (default "
+                            f"{SYMPREC})")
+    relax.add_argument("--dtype", choices=("float64", "float32"), default=None,
+                       help="float precision of the relaxation (default float64; float32 "
+                            "is the fast choice on GPUs)")
+    relax.add_argument("-o", "--output", default=None, metavar="DIR",
+                       help="write relaxed.extxyz, summary.csv and cif/ into DIR")
+    relax.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    relax.set_defaults(func=run_relax)
+
+    info = sub.add_parser("info", help="describe structures: formula, atoms, volume, "
+                                       "space group",
+                          description="Print formula, number of atoms, volume and space "
+                                      "group of every structure in the files.")
+    info.add_argument("files", nargs="+", metavar="FILE")
+    info.add_argument("--symprec", type=_positive_float, default=SYMPREC, metavar="A",
+                      help=f"spglib tolerance, Å (default {SYMPREC})")
+    info.set_defaults(func=run_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 1 other)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_INPUT
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as err:  # jcsp's input errors are ValueErrors
+        print(f"jcsp: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("jcsp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"jcsp: internal error ({type(err).__name__}): {_one_line(err)}; rerun with "
+              "'jcsp --debug ...' for the traceback", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return text or type(err).__name__
+
+
+# --- jcsp relax ---------------------------------------------------------------------
+def run_relax(args) -> int:
+    import jcsp
+
+    inputs = args.input or [EXAMPLE_POPULATION]
+    structures = read_structures(inputs)
+    labels = [a.info.get("name") or a.info.get("source") or f"#{i}"
+              for i, a in enumerate(structures)]
+    potential = load_potential(args.potential)
+    for label, atoms in zip(labels, structures):
+        try:
+            potential.check_species(atoms.numbers)
+        except ValueError as err:
+            raise InputError(f"{label}: {err}") from None
+    sizes = sorted({len(a) for a in structures})
+    print(f"jcsp {__version__}: relaxing {len(structures)} structures "
+          f"({sizes[0]}-{sizes[-1]} atoms) with {args.potential} at {args.pressure:g} GPa, "
+          f"{args.optimizer}, fmax {args.fmax:g} eV/Å"
+          + (", fixed cell" if args.fixed_cell else ""), file=sys.stderr)
+    relaxed = jcsp.relax(structures, potential, fmax=args.fmax, pressure=args.pressure,
+                         relax_cell=not args.fixed_cell, optimizer=args.optimizer,
+                         max_steps=args.max_steps, smax=args.smax,
+                         batch_size=args.batch_size, progress=not args.quiet,
+                         dtype=args.dtype)
+    rows = summarise(relaxed, labels, pressure=args.pressure, symprec=args.symprec)
+    print(format_table(rows, pressure=args.pressure))
+    if args.output:
+        write_outputs(Path(args.output), relaxed, rows)
+        print(f"wrote {Path(args.output) / 'relaxed.extxyz'}, "
+              f"{Path(args.output) / 'summary.csv'} and {Path(args.output) / 'cif'}/",
+              file=sys.stderr)
+    failed = sum(r["failed"] for r in rows)
+    unconverged = sum(not r["converged"] and not r["failed"] for r in rows)
+    if failed or unconverged:
+        print(f"jcsp: {failed} failed, {unconverged} not converged within "
+              f"{args.max_steps} steps", file=sys.stderr)
+    return 0
+
+
+def summarise(relaxed, labels, *, pressure: float, symprec: float) -> list[dict]:
+    """One dict per structure (fields of :data:`SUMMARY_FIELDS`), ranked by H/atom.
+
+    Failed structures rank last; ``rank`` starts at 1.
+    """
+    rows = []
+    for index, (atoms, label) in enumerate(zip(relaxed, labels)):
+        info = atoms.info
+        n = len(atoms)
+        failed = bool(info.get("failed", False))
+        energy = float(info.get("energy", math.nan))
+        periodic = bool(atoms.pbc.all())
+        volume = float(info.get("volume", atoms.get_volume() if periodic else math.nan))
+        default_h = energy + pressure / EV_PER_A3_IN_GPA * volume if periodic else energy
+        enthalpy = float(info.get("enthalpy", default_h))
+        rows.append({
+            "index": index, "structure": label, "formula": atoms.get_chemical_formula(),
+            "n_atoms": n, "energy_eV": energy, "enthalpy_eV": enthalpy,
+            "energy_per_atom_eV": energy / n, "enthalpy_per_atom_eV": enthalpy / n,
+            "volume_per_atom_A3": volume / n if periodic else math.nan,
+            "spacegroup": "-" if failed else spacegroup(atoms, symprec),
+            "converged": bool(info.get("converged", False)), "failed": failed,
+            "steps": int(info.get("steps", 0)),
+            "failure_reason": str(info.get("failure_reason", "") or "") if failed else "",
+        })
+
+    def key(row):
+        h = row["enthalpy_per_atom_eV"]
+        return (row["failed"] or not math.isfinite(h), h if math.isfinite(h) else 0.0,
+                row["index"])
+
+    rows.sort(key=key)
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
+
+
+def format_table(rows: list[dict], *, pressure: float) -> str:
+    """The ranked table printed by ``jcsp relax``."""
+    width = max([len("structure")] + [len(str(r["structure"])) for r in rows])
+    fwidth = max([len("formula")] + [len(r["formula"]) for r in rows])
+    head = (f"{'rank':>4}  {'structure':<{width}}  {'formula':<{fwidth}}  {'N':>4}  "
+            f"{'E/atom eV':>11}  {'H/atom eV':>11}  {'V/atom Å³':>9}  {'space group':<13}"
+            f"  {'steps':>5}  status")
+    lines = [f"ranked by enthalpy per atom at {pressure:g} GPa", head, "-" * len(head)]
+    for r in rows:
+        if r["failed"]:
+            status = "FAILED" + (f": {r['failure_reason']}" if r["failure_reason"] else "")
+        else:
+            status = "converged" if r["converged"] else "not converged"
+        lines.append(
+            f"{r['rank']:>4}  {r['structure']:<{width}}  {r['formula']:<{fwidth}}  "
+            f"{r['n_atoms']:>4}  {r['energy_per_atom_eV']:>11.6f}  "
+            f"{r['enthalpy_per_atom_eV']:>11.6f}  {r['volume_per_atom_A3']:>9.3f}  "
+            f"{r['spacegroup']:<13}  {r['steps']:>5}  {status}")
+    return "\n".join(lines)
+
+
+def write_outputs(outdir: Path, relaxed, rows: list[dict]) -> None:
+    """relaxed.extxyz (input order, with info), cif/ (ranked) and summary.csv."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    by_index = {r["index"]: r for r in rows}
+    annotated = []
+    for i, atoms in enumerate(relaxed):
+        row = by_index[i]
+        copy = atoms.copy()
+        copy.calc = atoms.calc
+        copy.info.update(rank=row["rank"], structure=str(row["structure"]),
+                         spacegroup=row["spacegroup"])
+        annotated.append(copy)
+    write_structures(annotated, outdir / "relaxed.extxyz", "extxyz")
+    for row in rows:
+        atoms = relaxed[row["index"]]
+        row["cif"] = ""
+        if row["failed"] or not atoms.pbc.all():
+            continue
+        stem = f"{row['rank']:03d}_{row['formula']}"
+        (path,) = write_structures([atoms], outdir / "cif", "cif", names=[stem])
+        row["cif"] = str(path.relative_to(outdir))
+    with open(outdir / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+
+
+# --- jcsp info ----------------------------------------------------------------------
+def run_info(args) -> int:
+    structures = read_structures(args.files)
+    labels = [a.info.get("name") or a.info.get("source") for a in structures]
+    width = max(len("structure"), *(len(str(s)) for s in labels))
+    head = (f"{'structure':<{width}}  {'formula':<12}  {'N':>5}  {'volume Å³':>11}  "
+            f"{'V/atom Å³':>9}  space group")
+    print(head)
+    print("-" * len(head))
+    for label, atoms in zip(labels, structures):
+        if atoms.pbc.all():
+            volume = atoms.get_volume()
+            vol, per = f"{volume:>11.3f}", f"{volume / len(atoms):>9.3f}"
+        else:
+            vol, per = f"{'cluster':>11}", f"{'-':>9}"
+        print(f"{label:<{width}}  {atoms.get_chemical_formula():<12}  {len(atoms):>5}  "
+              f"{vol}  {per}  {spacegroup(atoms, args.symprec)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
