@@ -165,8 +165,10 @@ def run_relax(args) -> int:
         except ValueError as err:
             raise InputError(f"{label}: {err}") from None
     sizes = sorted({len(a) for a in structures})
-    print(f"jcsp {__version__}: relaxing {len(structures)} structures "
-          f"({sizes[0]}-{sizes[-1]} atoms) with {args.potential} at {args.pressure:g} GPa, "
+    count = f"{len(structures)} structure" + ("s" if len(structures) > 1 else "")
+    atoms_range = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    print(f"jcsp {__version__}: relaxing {count} ({atoms_range} atoms) with "
+          f"{args.potential} at {args.pressure:g} GPa, "
           f"{args.optimizer}, fmax {args.fmax:g} eV/Å"
           + (", fixed cell" if args.fixed_cell else ""), file=sys.stderr)
     relaxed = jcsp.relax(structures, potential, fmax=args.fmax, pressure=args.pressure,
@@ -177,10 +179,8 @@ def run_relax(args) -> int:
     rows = summarise(relaxed, labels, pressure=args.pressure, symprec=args.symprec)
     print(format_table(rows, pressure=args.pressure))
     if args.output:
-        write_outputs(Path(args.output), relaxed, rows)
-        print(f"wrote {Path(args.output) / 'relaxed.extxyz'}, "
-              f"{Path(args.output) / 'summary.csv'} and {Path(args.output) / 'cif'}/",
-              file=sys.stderr)
+        written = write_outputs(Path(args.output), relaxed, rows)
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     failed = sum(r["failed"] for r in rows)
     unconverged = sum(not r["converged"] and not r["failed"] for r in rows)
     if failed or unconverged:
@@ -247,8 +247,11 @@ def format_table(rows: list[dict], *, pressure: float) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(outdir: Path, relaxed, rows: list[dict]) -> None:
-    """relaxed.extxyz (input order, with info), cif/ (ranked) and summary.csv."""
+def write_outputs(outdir: Path, relaxed, rows: list[dict]) -> list[Path]:
+    """relaxed.extxyz (input order, with info), cif/ (ranked) and summary.csv.
+
+    Returns the paths written (``cif/`` once, if any CIF was written).
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     by_index = {r["index"]: r for r in rows}
     annotated = []
@@ -274,6 +277,8 @@ def write_outputs(outdir: Path, relaxed, rows: list[dict]) -> None:
         for row in rows:
             writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
+    written = [outdir / "relaxed.extxyz", outdir / "summary.csv"]
+    return written + ([outdir / "cif"] if any(r["cif"] for r in rows) else [])
 
 
 # --- jcsp info ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import ase.io
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.lj import LennardJones as AseLJ
 
@@ -145,7 +146,8 @@ def test_info(capsys, tmp_path):
 
 
 def lj_inputs(tmp_path):
-    """Two small Argon-like LJ crystals in one file: rattled fcc (4) and hcp (2)."""
+    """Argon-like LJ crystals in one file: rattled fcc (4 atoms) and hcp (2), and a cell
+    with two atoms 1 Å apart (forces ~1e6 eV/Å: the relaxation must flag it failed)."""
     rng = np.random.default_rng(0)
     fcc = bulk("Ar", "fcc", a=5.45, cubic=True)
     hcp = bulk("Ar", "hcp", a=3.9, c=6.3)
@@ -153,7 +155,8 @@ def lj_inputs(tmp_path):
         atoms.set_cell(atoms.cell[:] @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))),
                        scale_atoms=True)
         atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
-    ase.io.write(tmp_path / "in.extxyz", [fcc, hcp], format="extxyz")
+    squeezed = Atoms("Ar2", positions=[[0, 0, 0], [1.0, 0, 0]], cell=[6, 6, 6], pbc=True)
+    ase.io.write(tmp_path / "in.extxyz", [fcc, hcp, squeezed], format="extxyz")
     return tmp_path / "in.extxyz"
 
 
@@ -164,7 +167,7 @@ def test_relax_writes_ranked_outputs(capsys, tmp_path):
     p_gpa = 1.0
     p_ev = p_gpa / 160.21766208  # eV/Å³
     start = {}
-    for k, atoms in enumerate(ase.io.read(inp, index=":")):
+    for k, atoms in enumerate(ase.io.read(inp, index=":")[:2]):
         atoms.calc = AseLJ(**ASE_LJ)
         assert np.abs(atoms.get_forces()).max() > 0.003  # there is something to relax
         start[f"in.extxyz:{k}"] = (atoms.get_potential_energy() + p_ev * atoms.get_volume()) \
@@ -175,16 +178,22 @@ def test_relax_writes_ranked_outputs(capsys, tmp_path):
     assert code == 0, err
     table = out.strip().splitlines()
     assert table[0] == "ranked by enthalpy per atom at 1 GPa"
-    assert len(table) == 3 + 2 and [line.split()[0] for line in table[3:]] == ["1", "2"]
+    assert len(table) == 3 + 3 and [line.split()[0] for line in table[3:]] == ["1", "2", "3"]
+    # the failed structure ranks last, says why, and gets no CIF
+    assert table[-1].split()[1] == "in.extxyz:2" and "FAILED" in table[-1]
     relaxed = {a.info["structure"]: a
                for a in ase.io.read(out_dir / "relaxed.extxyz", index=":")}
-    assert set(relaxed) == set(start)
+    assert set(relaxed) == set(start) | {"in.extxyz:2"}
+    assert relaxed["in.extxyz:2"].info["failed"] is True
     with open(out_dir / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))
-    assert [r["rank"] for r in summary] == ["1", "2"]
+    assert [r["rank"] for r in summary] == ["1", "2", "3"]
+    assert summary[2]["failed"] == "True" and summary[2]["cif"] == ""
+    assert summary[2]["failure_reason"]
+    assert "1 failed, 0 not converged" in err
     assert float(summary[0]["enthalpy_per_atom_eV"]) <= \
         float(summary[1]["enthalpy_per_atom_eV"])
-    for row in summary:
+    for row in summary[:2]:
         atoms = relaxed[row["structure"]]
         n = len(atoms)
         assert atoms.info["rank"] == int(row["rank"])
