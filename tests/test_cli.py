@@ -238,3 +238,17 @@ def test_default_job_relaxes_shipped_examples(capsys):
     assert "P6_3/mmc (194)" in rows["lonsdaleite"]
     assert float(rows["beta-tin"].split()[5]) > -4.3366 + 0.1
     assert sum(line.endswith(" converged") for line in lines[3:]) >= 6
+
+
+def test_readme_starts_with_the_two_commands_ci_runs():
+    """README's first lines are the install-and-run and test commands; .ci/run runs the
+    very same test command."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    lines = [line for line in (root / "README.md").read_text().splitlines() if line.strip()]
+    assert lines[1:5] == ["```bash", "pip install -e . && jcsp relax", "python -m pytest -q",
+                          "```"]
+    ci = (root / ".ci" / "run").read_text()
+    assert "python -m pytest -q || status=$?" in ci
+    assert "set -euo pipefail" in ci and "apt-get install -y" in ci
+    assert (root / ".ci" / "run").stat().st_mode & 0o111
