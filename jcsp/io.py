@@ -160,6 +160,33 @@ def _poscar_problem(path: Path) -> str | None:
         if not ok:
             return f"line {3 + k} must hold lattice vector {axis} as 3 numbers, not " \
                    f"{lines[2 + k].strip()!r}"
+    row = 5
+    if not lines[row].split() or not lines[row].split()[0].isdigit():
+        row += 1  # VASP 5: element symbols, then counts
+    elif not any(word in atomic_numbers for word in lines[0].split()):
+        return "no element symbols: add a line with them (e.g. 'Si O') above the atom " \
+               "counts on line 6 (VASP 5 format)"
+    try:
+        counts = [int(x) for x in lines[row].split()]
+    except (ValueError, IndexError):
+        return f"line {row + 1} must hold the number of atoms of each element, not " \
+               f"{lines[row].strip() if row < len(lines) else ''!r}"
+    row += 1
+    if row < len(lines) and lines[row].strip()[:1] in ("S", "s"):
+        row += 1  # selective dynamics
+    row += 1  # Direct / Cartesian
+    coords = lines[row:row + sum(counts)]
+    for k, line in enumerate(coords):
+        try:
+            [float(x) for x in line.split()[:3]]
+            ok = len(line.split()) >= 3
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"line {row + k + 1} must hold 3 coordinates, not {line.strip()!r}"
+    if len(coords) < sum(counts):
+        return f"the counts give {sum(counts)} atoms but only {len(coords)} coordinate " \
+               "lines follow"
     return None
 
 
