@@ -1,0 +1,254 @@
+"""Random symmetric crystals and random clusters (AIRSS-style starting points, host side).
+
+A crystal is built for a composition and a space group: each species' count is split
+into Wyckoff sets of the group (:mod:`.wyckoff`, derived from spglib's operations), every
+set gets random free parameters, the conventional cell gets random parameters allowed
+by the lattice system and is scaled to the target volume, and the structure is kept
+only if no two atoms (or periodic images) are closer than ``min_separation`` times the
+sum of their covalent radii (Pickard & Needs, J. Phys.: Condens. Matter 23, 053201
+(2011), "MINSEP"). Randomness is explicit: a ``seed`` or ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, covalent_radii
+from ase.geometry import cellpar_to_cell
+from ase.neighborlist import neighbor_list
+
+from . import wyckoff
+
+#: Default volume per atom = VOLUME_FACTOR x (4/3) pi r_cov^3, averaged over atoms.
+VOLUME_FACTOR = 2.6
+#: Default minimum separation, as a fraction of the sum of covalent radii.
+MIN_SEPARATION = 0.7
+#: Covalent radius (Å) given to label species (e.g. "LJ") that are not elements.
+LABEL_RADIUS = 0.56
+
+
+def parse_composition(text: str, formula_units: int = 1) -> dict[str, int]:
+    """'TiO2' x 4 -> {'Ti': 4, 'O': 8}; 'LJ38' -> {'LJ': 38}. Order of first appearance.
+
+    Element symbols must be valid; other capitalised labels (like 'LJ') are kept as
+    labels for potentials that treat every particle alike.
+    """
+    if not isinstance(text, str) or not re.fullmatch(r"([A-Z][a-zA-Z]?\d*)+", text.strip()):
+        raise ValueError(f"cannot read composition {text!r}: write it like 'Si8', 'TiO2' "
+                         "or 'Mg2Al4'")
+    if int(formula_units) < 1:
+        raise ValueError(f"formula_units must be >= 1, got {formula_units}")
+    counts: dict[str, int] = {}
+    tokens = re.findall(r"([A-Z][a-z]?)(\d*)", text.strip())
+    if any(sym not in atomic_numbers for sym, _ in tokens):
+        label = re.fullmatch(r"([A-Z]{2,3})(\d*)", text.strip())
+        if label is None or label.group(1) in atomic_numbers or len(label.group(1)) > 3:
+            bad = next(sym for sym, _ in tokens if sym not in atomic_numbers)
+            raise ValueError(f"unknown element {bad!r} in composition {text!r}")
+        tokens = [label.groups()]  # a particle label such as 'LJ38'
+    for sym, num in tokens:
+        counts[sym] = counts.get(sym, 0) + (int(num) if num else 1) * int(formula_units)
+    if any(c <= 0 for c in counts.values()):
+        raise ValueError(f"composition {text!r} has a zero count")
+    return counts
+
+
+def species_number(symbol: str) -> int:
+    """Atomic number of an element; 0 ('X') for labels such as 'LJ'."""
+    return atomic_numbers.get(symbol, 0)
+
+
+def radius(symbol: str) -> float:
+    z = species_number(symbol)
+    return LABEL_RADIUS if z == 0 else float(covalent_radii[z])
+
+
+def default_volume(counts: Mapping[str, int]) -> float:
+    """Target cell volume (Å³) from covalent radii."""
+    return VOLUME_FACTOR * sum(4 / 3 * np.pi * radius(s) ** 3 * c for s, c in counts.items())
+
+
+def lattice_system(number: int) -> str:
+    if number <= 2:
+        return "triclinic"
+    if number <= 15:
+        return "monoclinic"
+    if number <= 74:
+        return "orthorhombic"
+    if number <= 142:
+        return "tetragonal"
+    if number <= 194:
+        return "hexagonal"  # trigonal groups in spglib's standard (hexagonal) setting
+    return "cubic"
+
+
+def random_cell(number: int, volume: float, rng: np.random.Generator) -> np.ndarray:
+    """[3, 3] conventional cell allowed by the group's lattice system, with ``volume``."""
+    system = lattice_system(number)
+    for _ in range(1000):
+        abc = rng.uniform(0.6, 1.6, 3)
+        ang = [90.0, 90.0, 90.0]
+        if system == "triclinic":
+            ang = list(rng.uniform(60, 120, 3))
+        elif system == "monoclinic":
+            ang[1] = rng.uniform(60, 120)
+        elif system == "tetragonal":
+            abc[1] = abc[0]
+        elif system == "hexagonal":
+            abc[1] = abc[0]
+            ang[2] = 120.0
+        elif system == "cubic":
+            abc[:] = abc[0]
+        if abc.max() / abc.min() > 3.0:
+            continue
+        try:
+            cell = cellpar_to_cell(np.concatenate([abc, ang]))
+        except AssertionError:
+            continue
+        v = np.linalg.det(cell)
+        if v <= 0.35 * np.prod(abc):  # too flat a triclinic cell
+            continue
+        return cell * (volume / v) ** (1 / 3)
+    raise RuntimeError("no valid random cell")
+
+
+def _separation_ok(atoms: Atoms, symbols: Sequence[str], factor: float) -> bool:
+    radii = np.array([radius(s) for s in symbols])
+    cutoff = 2 * radii.max() * factor
+    i, j, d = neighbor_list("ijd", atoms, cutoff)
+    return bool(np.all(d >= factor * (radii[i] + radii[j])))
+
+
+def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Generator, *,
+                   volume: float | None = None, min_separation: float = MIN_SEPARATION,
+                   tries: int = 50) -> Atoms | None:
+    """One random crystal of space group ``number`` (conventional cell), or None when
+    ``tries`` placements all violate the minimum separation or no Wyckoff combination
+    holds the counts."""
+    rot, trans = wyckoff.operations(number)
+    volume = default_volume(counts) if volume is None else float(volume)
+    options = {s: wyckoff.combinations(number, c, rng=rng) for s, c in counts.items()}
+    if any(not o for o in options.values()):
+        return None
+    for _ in range(tries):
+        symbols, frac, used_points = [], [], set()
+        ok = True
+        for s in counts:
+            combo = options[s][rng.integers(len(options[s]))]
+            for w in combo:
+                if w.dof == 0:
+                    if id(w) in used_points:
+                        ok = False
+                        break
+                    used_points.add(id(w))
+                pts = wyckoff.place(w, rng, rot, trans)
+                frac.append(pts)
+                symbols += [s] * len(pts)
+            if not ok:
+                break
+        if not ok:
+            continue
+        cell = random_cell(number, volume, rng)
+        numbers = [species_number(s) for s in symbols]
+        atoms = Atoms(numbers=numbers, scaled_positions=np.concatenate(frac), cell=cell, pbc=True)
+        if _separation_ok(atoms, symbols, min_separation):
+            atoms.info["generator_spacegroup"] = number
+            atoms.info["labels"] = list(symbols)
+            return atoms
+    return None
+
+
+def feasible_groups(counts: Mapping[str, int], groups: Iterable[int] | None = None) -> list[int]:
+    """Space groups whose Wyckoff sets can hold the species counts."""
+    groups = range(1, 231) if groups is None else groups
+    out = []
+    for g in groups:
+        g = int(g)
+        if not 1 <= g <= 230:
+            raise ValueError(f"space group numbers are 1..230, got {g}")
+        if wyckoff.feasible(g, list(counts.values())):
+            out.append(g)
+    return out
+
+
+def random_crystals(counts: Mapping[str, int], n: int, *, seed=0, groups=None,
+                    volume: float | None = None, min_separation: float = MIN_SEPARATION,
+                    max_group_order: int = 48) -> list[Atoms]:
+    """``n`` random symmetric crystals with the given species counts.
+
+    Args:
+      counts: {'Si': 8} style counts per conventional cell.
+      n: number of structures.
+      seed: int seed or numpy Generator (explicit randomness).
+      groups: space-group numbers to draw from (default: every feasible group whose
+        general position has at most ``max_group_order`` sites, which keeps small cells
+        from being forced onto a few high-symmetry points).
+      volume: target cell volume in Å³ (default from covalent radii).
+      min_separation: minimum distance as a fraction of summed covalent radii.
+
+    Raises:
+      ValueError: when no group in ``groups`` can hold the composition.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if groups is None:
+        pool = [g for g in range(1, 231) if len(wyckoff.operations(g)[0]) <= max_group_order]
+    else:
+        pool = list(groups)
+    usable = feasible_groups(counts, pool)
+    if not usable:
+        raise ValueError(f"no space group among {_describe(pool)} has Wyckoff positions that "
+                         f"add up to {dict(counts)}; allow more groups or change the counts")
+    out: list[Atoms] = []
+    failures = 0
+    while len(out) < n:
+        g = usable[rng.integers(len(usable))]
+        atoms = random_crystal(counts, g, rng, volume=volume, min_separation=min_separation)
+        if atoms is None:
+            failures += 1
+            if failures > 50 * n + 200:
+                raise RuntimeError("could not place atoms at the requested minimum separation;"
+                                   " lower min_separation or raise the volume")
+            continue
+        out.append(atoms)
+    return out
+
+
+def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float = 0.6,
+                    min_separation: float = MIN_SEPARATION) -> list[Atoms]:
+    """``n`` random clusters: points uniform in a sphere, rejected when too close.
+
+    The sphere radius packs the atoms' covalent spheres at packing fraction
+    ``density`` / 2 (loose, so relaxation has room to find compact shapes).
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    symbols = [s for s, c in counts.items() for _ in range(c)]
+    radii = np.array([radius(s) for s in symbols])
+    r_sphere = (np.sum(radii**3) / (density / 2)) ** (1 / 3)
+    out = []
+    while len(out) < n:
+        pos = np.zeros((0, 3))
+        for k in range(len(symbols)):
+            for _ in range(10000):
+                p = rng.normal(size=3)
+                p *= r_sphere * rng.uniform() ** (1 / 3) / np.linalg.norm(p)
+                if len(pos) == 0 or np.all(np.linalg.norm(pos - p, axis=1)
+                                           >= min_separation * (radii[:k] + radii[k])):
+                    pos = np.vstack([pos, p])
+                    break
+            else:
+                r_sphere *= 1.05
+                break
+        if len(pos) == len(symbols):
+            atoms = Atoms(numbers=[species_number(s) for s in symbols], positions=pos,
+                          pbc=False)
+            atoms.info["labels"] = list(symbols)
+            out.append(atoms)
+    return out
+
+
+def _describe(groups) -> str:
+    groups = list(groups)
+    return f"{len(groups)} groups" if len(groups) > 6 else str(groups)
