@@ -38,12 +38,13 @@ class JCSPCalculator(Calculator):
         self.potential = potential
         self.model_params = potential.params if params is None else params
         self._spec = None
+        self._sized = potential
         self._compiled = {}
 
     def _function(self, spec, pbc):
-        key = (spec, pbc)
+        key = (spec, pbc, id(self._sized))
         if key not in self._compiled:
-            pot = self.potential
+            pot = self._sized
 
             def one(params, frac, cell, species, mask):
                 return evaluate(pot, params, frac, cell, species, mask, spec, pbc)
@@ -58,6 +59,7 @@ class JCSPCalculator(Calculator):
         args = (pop.frac[0], pop.cell[0], pop.species[0], pop.mask[0])
         if self._spec is None or "numbers" in system_changes or "pbc" in system_changes:
             self._spec = nl.spec_for(self.potential.cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
+            self._sized = self.potential.for_cells(np.asarray(pop.cell))
         for _ in range(20):
             res = self._function(self._spec, pop.pbc)(self.model_params, *args)
             if not bool(res.overflow):

@@ -55,6 +55,14 @@ class Potential(abc.ABC):
     def energies(self, params, graph: Graph):
         """[N] per-atom energies in eV; values on padded atoms are ignored."""
 
+    def for_cells(self, cells) -> "Potential":
+        """A potential whose static shapes fit ``cells`` [..., 3, 3] (host side).
+
+        Most potentials have none and return themselves; Ewald sums size their
+        reciprocal box here. Drivers call it before compiling for a batch.
+        """
+        return self
+
     # --- species handling, shared -------------------------------------------------
     def check_species(self, numbers: Iterable[int]) -> None:
         """Raise ValueError naming any species this potential does not cover."""
