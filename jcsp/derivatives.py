@@ -8,6 +8,8 @@ writes its own forces.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -92,9 +94,14 @@ def evaluate_with(potential: Potential, params, frac, cell, species, mask,
                    overflow=nbrs.overflow, count=nbrs.count)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def evaluate_population(potential: Potential, params, pop: Population,
                         spec: nl.NeighborSpec) -> Results:
-    """:func:`evaluate` vmapped over the structures of a population: fields get a B axis."""
+    """:func:`evaluate` vmapped over the structures of a population: fields get a B axis.
+
+    Jitted, with the potential and the spec static (compiled once per potential object,
+    spec and population shape).
+    """
     def one(frac, cell, species, mask):
         return evaluate(potential, params, frac, cell, species, mask, spec, pop.pbc)
 

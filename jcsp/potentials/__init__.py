@@ -3,6 +3,8 @@
 from . import ewald
 from .base import Potential
 from .buckingham import BuckinghamCoulomb
+from .eam import EAM
 from .lennard_jones import LennardJones
+from .stillinger_weber import StillingerWeber
 
-__all__ = ["BuckinghamCoulomb", "LennardJones", "Potential", "ewald"]
+__all__ = ["BuckinghamCoulomb", "EAM", "LennardJones", "Potential", "StillingerWeber", "ewald"]
