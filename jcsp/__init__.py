@@ -18,7 +18,8 @@ from . import neighbors, potentials, units  # noqa: E402
 from .calculator import JCSPCalculator  # noqa: E402
 from .derivatives import evaluate, evaluate_population  # noqa: E402
 from .structures import Population  # noqa: E402
+from .relax import relax  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["JCSPCalculator", "Population", "evaluate", "evaluate_population", "neighbors", "potentials", "units"]
+__all__ = ["JCSPCalculator", "Population", "evaluate", "evaluate_population", "neighbors", "potentials", "relax", "units"]

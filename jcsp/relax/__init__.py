@@ -1,0 +1,14 @@
+"""Relaxers: batched FIRE and L-BFGS over positions and cell, and the ``relax`` driver.
+
+- :mod:`.cell_filter`: the cell as a coordinate transform (ASE ``FrechetCellFilter``).
+- :mod:`.fire`, :mod:`.lbfgs`: optimizers as pure ``init``/``step`` functions.
+- :mod:`.driver`: ``relax``, the host-side streaming batch driver.
+"""
+
+from . import cell_filter
+from .driver import relax
+from .fire import FireConfig, FireState, Optimizer, fire
+from .lbfgs import LBFGSConfig, LBFGSState, lbfgs
+
+__all__ = ["relax", "fire", "lbfgs", "FireConfig", "LBFGSConfig", "FireState", "LBFGSState",
+           "Optimizer", "cell_filter"]
