@@ -230,8 +230,9 @@ def format_table(rows: list[dict], *, pressure: float) -> str:
     """The ranked table printed by ``jcsp relax``."""
     width = max([len("structure")] + [len(str(r["structure"])) for r in rows])
     fwidth = max([len("formula")] + [len(r["formula"]) for r in rows])
+    swidth = max([len("space group")] + [len(r["spacegroup"]) for r in rows])
     head = (f"{'rank':>4}  {'structure':<{width}}  {'formula':<{fwidth}}  {'N':>4}  "
-            f"{'E/atom eV':>11}  {'H/atom eV':>11}  {'V/atom Å³':>9}  {'space group':<13}"
+            f"{'E/atom eV':>11}  {'H/atom eV':>11}  {'V/atom Å³':>9}  {'space group':<{swidth}}"
             f"  {'steps':>5}  status")
     lines = [f"ranked by enthalpy per atom at {pressure:g} GPa", head, "-" * len(head)]
     for r in rows:
@@ -243,7 +244,7 @@ def format_table(rows: list[dict], *, pressure: float) -> str:
             f"{r['rank']:>4}  {r['structure']:<{width}}  {r['formula']:<{fwidth}}  "
             f"{r['n_atoms']:>4}  {r['energy_per_atom_eV']:>11.6f}  "
             f"{r['enthalpy_per_atom_eV']:>11.6f}  {r['volume_per_atom_A3']:>9.3f}  "
-            f"{r['spacegroup']:<13}  {r['steps']:>5}  {status}")
+            f"{r['spacegroup']:<{swidth}}  {r['steps']:>5}  {status}")
     return "\n".join(lines)
 
 

@@ -217,7 +217,6 @@ def test_relax_writes_ranked_outputs(capsys, tmp_path):
                                    atoms.get_scaled_positions(), atol=1e-6)
 
 
-@pytest.mark.slow
 def test_default_job_relaxes_shipped_examples(capsys):
     """``jcsp relax`` with no arguments: the README's main job."""
     needs_relax()
