@@ -122,43 +122,77 @@ def _separation_ok(atoms: Atoms, symbols: Sequence[str], factor: float) -> bool:
     return bool(np.all(d >= factor * (radii[i] + radii[j])))
 
 
+_IMAGES = np.array(list(np.ndindex(3, 3, 3)), float) - 1.0
+
+
+def _min_image_distances(new, old, cell):
+    """[len(new), len(old)] shortest distances over the 27 nearest images (Å)."""
+    d = new[:, None, :] - old[None, :, :]
+    d = d - np.round(d)
+    cart = (d[:, :, None, :] + _IMAGES[None, None]) @ cell
+    return np.sqrt((cart**2).sum(-1)).min(-1)
+
+
 def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Generator, *,
                    volume: float | None = None, min_separation: float = MIN_SEPARATION,
-                   tries: int = 50) -> Atoms | None:
-    """One random crystal of space group ``number`` (conventional cell), or None when
-    ``tries`` placements all violate the minimum separation or no Wyckoff combination
-    holds the counts."""
+                   tries: int = 20, site_tries: int = 200) -> Atoms | None:
+    """One random crystal of space group ``number`` (conventional cell), or None.
+
+    Orbits are placed one at a time (each up to ``site_tries`` random members) so dense
+    low-symmetry cells still fill; a whole new attempt (new Wyckoff choice and cell) is
+    made up to ``tries`` times. None when no Wyckoff combination holds the counts or
+    every attempt fails the minimum separation.
+    """
     rot, trans = wyckoff.operations(number)
     volume = default_volume(counts) if volume is None else float(volume)
     options = {s: wyckoff.combinations(number, c, rng=rng) for s, c in counts.items()}
     if any(not o for o in options.values()):
         return None
     for _ in range(tries):
-        symbols, frac, used_points = [], [], set()
-        ok = True
-        for s in counts:
-            combo = options[s][rng.integers(len(options[s]))]
-            for w in combo:
-                if w.dof == 0:
-                    if id(w) in used_points:
-                        ok = False
-                        break
-                    used_points.add(id(w))
-                pts = wyckoff.place(w, rng, rot, trans)
-                frac.append(pts)
-                symbols += [s] * len(pts)
-            if not ok:
-                break
-        if not ok:
-            continue
         cell = random_cell(number, volume, rng)
+        plan = []
+        for s in counts:
+            plan += [(s, w) for w in options[s][rng.integers(len(options[s]))]]
+        points = [w for _, w in plan if w.dof == 0]
+        if len(points) != len({id(w) for w in points}):
+            continue  # two species on one fixed point
+        plan.sort(key=lambda sw: sw[1].dof)  # fixed points first, free sets fill around
+        frac = np.zeros((0, 3))
+        symbols: list[str] = []
+        for s, w in plan:
+            r_new = radius(s)
+            r_old = np.array([radius(x) for x in symbols])
+            for _ in range(site_tries if w.dof else 1):
+                pts = wyckoff.place(w, rng, rot, trans)
+                inner = _min_image_distances(pts, pts, cell)
+                np.fill_diagonal(inner, np.inf)
+                self_img = _self_image(cell)
+                if inner.min(initial=np.inf) < min_separation * 2 * r_new or \
+                        self_img < min_separation * 2 * r_new:
+                    continue
+                if len(frac):
+                    d = _min_image_distances(pts, frac, cell)
+                    if np.any(d < min_separation * (r_new + r_old[None, :])):
+                        continue
+                break
+            else:
+                break
+            frac = np.vstack([frac, pts])
+            symbols += [s] * len(pts)
+        if len(symbols) != sum(counts.values()):
+            continue
         numbers = [species_number(s) for s in symbols]
-        atoms = Atoms(numbers=numbers, scaled_positions=np.concatenate(frac), cell=cell, pbc=True)
+        atoms = Atoms(numbers=numbers, scaled_positions=frac, cell=cell, pbc=True)
         if _separation_ok(atoms, symbols, min_separation):
             atoms.info["generator_spacegroup"] = number
             atoms.info["labels"] = list(symbols)
             return atoms
     return None
+
+
+def _self_image(cell) -> float:
+    shifts = _IMAGES[np.any(_IMAGES != 0, axis=1)]
+    return float(np.linalg.norm(shifts @ cell, axis=1).min())
 
 
 def feasible_groups(counts: Mapping[str, int], groups: Iterable[int] | None = None) -> list[int]:
