@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
+import tempfile
 
 import numpy as np
 import spglib
@@ -104,9 +107,59 @@ def _null_space(a, tol=1e-8):
     return vt[rank:].T
 
 
+def _cache_file(samples: int) -> str:
+    root = os.environ.get("JCSP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jcsp")
+    return os.path.join(root, f"wyckoff-spglib{spglib.__version__}-{samples}.json")
+
+
+def _load_cached(number: int, samples: int):
+    try:
+        with open(_cache_file(samples)) as fh:
+            entry = json.load(fh).get(str(number))
+    except (OSError, ValueError):
+        return None
+    if entry is None:
+        return None
+    return tuple(WyckoffSet(m, np.array(o), np.array(b).reshape(3, -1)) for m, o, b in entry)
+
+
+def _store_cached(number: int, samples: int, sets) -> None:
+    """Add one group to the on-disk cache (atomic replace; failures are harmless)."""
+    path = _cache_file(samples)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path) as fh:
+                table = json.load(fh)
+        except (OSError, ValueError):
+            table = {}
+        table[str(number)] = [[w.multiplicity, w.origin.tolist(), w.basis.tolist()]
+                              for w in sets]
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+        with os.fdopen(fd, "w") as fh:
+            json.dump(table, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 @functools.lru_cache(maxsize=None)
 def wyckoff_sets(number: int, samples: int = 600) -> tuple[WyckoffSet, ...]:
-    """Wyckoff sets of space group ``number`` (deterministic, cached), general first."""
+    """Wyckoff sets of space group ``number``, general position first.
+
+    Deterministic; cached in memory and on disk (``$JCSP_CACHE`` or ``~/.cache/jcsp``),
+    since deriving the sets of a high-symmetry group takes a second or two.
+    """
+    cached = _load_cached(number, samples)
+    if cached is not None:
+        return cached
+    sets = _derive(number, samples)
+    _store_cached(number, samples, sets)
+    return sets
+
+
+def _derive(number: int, samples: int) -> tuple[WyckoffSet, ...]:
     rot, trans = operations(number)
     order = len(rot)
     rng = np.random.default_rng(number)
