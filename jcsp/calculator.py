@@ -55,9 +55,12 @@ class JCSPCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self.potential.check_species(self.atoms.numbers)
-        pop = from_atoms([self.atoms])
+        fresh = self._spec is None or "numbers" in system_changes or "pbc" in system_changes
+        # Full validation (overlaps, zero volume) when the system is new; later steps of
+        # an optimisation only move atoms, and non-finite results are caught below.
+        pop = from_atoms([self.atoms], validate=fresh)
         args = (pop.frac[0], pop.cell[0], pop.species[0], pop.mask[0])
-        if self._spec is None or "numbers" in system_changes or "pbc" in system_changes:
+        if fresh:
             self._spec = nl.spec_for(self.potential.cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
             self._sized = self.potential.for_cells(np.asarray(pop.cell))
         for _ in range(20):
