@@ -20,6 +20,7 @@ Functions here act on one structure; batch them with ``jax.vmap``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -96,6 +97,25 @@ def required_images(cell, cutoff: float | None, pbc) -> np.ndarray:
     return np.where(np.asarray(pbc, bool), n, 0)
 
 
+def _candidates(cutoff, shifts, frac, cell, mask, periodic):
+    """[N(i), S, N(j)] bool: is (i, shift, j) a pair within ``cutoff``? Also the floors
+    used to wrap the coordinates, [N, 3]."""
+    n = frac.shape[0]
+    floor = jnp.where(periodic, jnp.floor(frac), 0.0)
+    pos = (frac - floor) @ cell
+    # |d_ij + T_s|^2 expanded so the only large product is a matrix multiplication.
+    delta = pos[None, :, :] - pos[:, None, :]  # [N(i), N(j), 3]
+    trans = shifts @ cell  # [S, 3]
+    d2 = (jnp.sum(delta * delta, -1)[:, None, :]
+          + 2.0 * jnp.einsum("ija,sa->isj", delta, trans)
+          + jnp.sum(trans * trans, -1)[None, :, None])
+    is_self = jnp.eye(n, dtype=bool)[:, None, :] & jnp.all(shifts == 0, axis=-1)[None, :, None]
+    valid = mask[:, None, None] & mask[None, None, :] & ~is_self
+    if cutoff is not None:
+        valid = valid & (d2 < cutoff**2)
+    return valid, floor
+
+
 def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> NeighborList:
     """Neighbor list of one structure (safe under jit and vmap).
 
@@ -111,32 +131,28 @@ def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> Nei
     shifts = jnp.asarray(spec.shifts, frac.dtype)  # [S, 3]
     s = shifts.shape[0]
     periodic = jnp.asarray(pbc, bool)
-    floor = jnp.where(periodic, jnp.floor(frac), 0.0)
-    wrapped = frac - floor
-    # Candidate (i, j, shift) separation vectors, [N, N, S, 3].
-    dfrac = wrapped[None, :, None, :] - wrapped[:, None, None, :] + shifts[None, None]
-    vec = jnp.einsum("ijsa,ab->ijsb", dfrac, cell)
-    d2 = jnp.sum(vec * vec, axis=-1)
-    eye = jnp.eye(n, dtype=bool)[:, :, None]
-    is_self = eye & jnp.all(shifts == 0, axis=-1)[None, None, :]
-    valid = mask[:, None, None] & mask[None, :, None] & ~is_self
-    if spec.cutoff is not None:
-        valid = valid & (d2 < spec.cutoff**2)
-    valid = valid.reshape(n, n * s)
-    counts = jnp.sum(valid, axis=1)
-    slot = jnp.where(valid, jnp.cumsum(valid, axis=1) - 1, k)
-    j_flat = jnp.repeat(jnp.arange(n, dtype=jnp.int32), s)
+    valid, floor = _candidates(spec.cutoff, shifts, frac, cell, mask, periodic)
+    # Compaction without scatter: running counts by two small triangular matmuls
+    # (within a shift block over j, then over blocks; float32 counts are exact), then
+    # slot q's block is the number of blocks whose running count is <= q, and its j
+    # the number of candidates in that block whose running count is <= q's rank there.
+    hits = valid.astype(jnp.float32)
+    inner = hits @ jnp.triu(jnp.ones((n, n), jnp.float32))  # [N, S, N] inclusive
+    per_block = inner[:, :, -1]  # [N, S]
+    running = per_block @ jnp.triu(jnp.ones((s, s), jnp.float32))  # [N, S] inclusive
+    counts = running[:, -1].astype(jnp.int32)
+    q = jnp.arange(k, dtype=jnp.float32)
+    block = jnp.minimum(jnp.sum(running[:, :, None] <= q[None, None, :], axis=1), s - 1)
+    rank = q[None, :] - jnp.take_along_axis(running - per_block, block, axis=1)
+    row = jnp.take_along_axis(inner, block[:, :, None], axis=1)  # [N, K, N]
+    j = jnp.minimum(jnp.sum(row <= rank[:, :, None], axis=-1), n - 1).astype(jnp.int32)
+    filled = jnp.arange(k)[None, :] < jnp.minimum(counts, k)[:, None]
+    self_idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], (n, k))
+    idx = jnp.where(filled, j, self_idx)
     # Shift relative to unwrapped coordinates: r_j - r_i + (S - floor_j + floor_i) @ cell.
-    eff = shifts[None, None, :, :] - floor[None, :, None, :] + floor[:, None, None, :]
-    eff = eff.reshape(n, n * s, 3)
-
-    def compact(slot_i, eff_i, i):
-        idx = jnp.full((k,), i, jnp.int32).at[slot_i].set(j_flat, mode="drop")
-        sh = jnp.zeros((k, 3), frac.dtype).at[slot_i].set(eff_i, mode="drop")
-        return idx, sh
-
-    idx, shift = jax.vmap(compact)(slot, eff, jnp.arange(n, dtype=jnp.int32))
-    nbr_mask = jnp.arange(k)[None, :] < jnp.minimum(counts, k)[:, None]
+    shift = shifts[block] - floor[idx] + floor[:, None, :]
+    shift = jnp.where(filled[..., None], shift, 0.0)
+    nbr_mask = filled
     count = jnp.max(counts) if n else jnp.int32(0)
     overflow = count > k
     if spec.cutoff is not None:
@@ -204,21 +220,13 @@ def grow(spec: NeighborSpec, count: int, cell, pbc, *, margin: float = 1.2) -> N
     return NeighborSpec(spec.cutoff, capacity, images)
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnums=(4,))
 def _count_impl(frac, cell, mask, shifts, cutoff, pbc_arr):
-    periodic = pbc_arr
-    wrapped = frac - jnp.where(periodic, jnp.floor(frac), 0.0)
-
     def one(f, c, m):
-        df = f[None, :, None, :] - f[:, None, None, :] + shifts[None, None]
-        v = jnp.einsum("ijsa,ab->ijsb", df, c)
-        d2 = jnp.sum(v * v, -1)
-        n = f.shape[0]
-        is_self = jnp.eye(n, dtype=bool)[:, :, None] & jnp.all(shifts == 0, -1)[None, None]
-        ok = m[:, None, None] & m[None, :, None] & ~is_self & (d2 < cutoff**2)
-        return jnp.max(jnp.sum(ok, axis=(1, 2)))
+        valid, _ = _candidates(cutoff, shifts, f, c, m, pbc_arr)
+        return jnp.max(jnp.sum(valid, axis=(1, 2)))
 
-    return jax.vmap(one)(wrapped, cell, mask)
+    return jax.vmap(one)(frac, cell, mask)
 
 
 def _batched_count(spec, frac, cell, mask, pbc):

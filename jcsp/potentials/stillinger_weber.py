@@ -193,6 +193,8 @@ class StillingerWeber(Potential):
         r3 = jnp.where(in3, r_ok, safe_r)
         leg = jnp.where(in3, jnp.exp(gs / (r3 - cut)), 0.0)          # [N, K]
         unit = jnp.where(mask[..., None], graph.nbr_vec / r_ok[..., None], 0.0)
+        if self.n_types == 1:
+            return e2 + self._three_body_moments(params, leg, unit)
         cos = jnp.einsum("nja,nka->njk", unit, unit)                  # [N, K, K]
         tk = tj[:, None, :]
         lam_eps = (params["lambda"] * params["epsilon"])[ti[:, :, None], tj[:, :, None], tk]
@@ -204,3 +206,22 @@ class StillingerWeber(Potential):
         e3 = 0.5 * jnp.sum(jnp.where(distinct, phi3, 0.0), axis=(-2, -1))
         return e2 + e3
 
+    @staticmethod
+    def _three_body_moments(params, leg, unit):
+        """Single-species three-body energy in O(K) per atom instead of O(K^2).
+
+        With g_j the radial leg and u_j the unit vector of edge j, and one (lambda eps,
+        cos0) for every triplet, sum_{j != k} g_j g_k (u_j.u_k - c0)^2 expands into
+        moments of the legs: |T|_F^2 - 2 c0 |v|^2 + c0^2 S^2 minus the j = k terms
+        sum_j g_j^2 (1 - c0)^2, with T = sum_j g_j u_j u_j^T, v = sum_j g_j u_j and
+        S = sum_j g_j. Exact algebra; only the rounding differs from the triplet sum.
+        """
+        lam_eps = params["lambda"][0, 0, 0] * params["epsilon"][0, 0, 0]
+        c0 = params["costheta0"][0, 0, 0]
+        t = jnp.einsum("nj,nja,njb->nab", leg, unit, unit)
+        v = jnp.einsum("nj,nja->na", leg, unit)
+        total = jnp.sum(leg, axis=-1)
+        diag = jnp.sum(leg * leg, axis=-1) * (1.0 - c0) ** 2
+        full = jnp.sum(t * t, axis=(-2, -1)) - 2.0 * c0 * jnp.sum(v * v, axis=-1) \
+            + c0 * c0 * total * total
+        return 0.5 * lam_eps * (full - diag)
