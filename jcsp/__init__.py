@@ -19,7 +19,8 @@ from .calculator import JCSPCalculator  # noqa: E402
 from .derivatives import evaluate, evaluate_population  # noqa: E402
 from .structures import Population  # noqa: E402
 from .relax import relax  # noqa: E402
+from . import search  # noqa: E402  (a callable module: jcsp.search(...) runs a search)
 
 __version__ = "0.1.0"
 
-__all__ = ["JCSPCalculator", "Population", "evaluate", "evaluate_population", "neighbors", "potentials", "relax", "units"]
+__all__ = ["JCSPCalculator", "Population", "evaluate", "evaluate_population", "neighbors", "potentials", "relax", "search", "units"]

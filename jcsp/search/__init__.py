@@ -1,5 +1,14 @@
 """Structure search: random symmetric structures (Wyckoff sets from spglib), fingerprints,
-the archive of unique structures, convex hulls and the resumable run database."""
+the archive of unique structures, convex hulls, the resumable run database and the
+search drivers.
+
+The package is callable: ``jcsp.search(composition, potential, ...)`` is
+:func:`jcsp.search.run.search`, while ``jcsp.search.Archive`` and the submodules stay
+reachable as usual.
+"""
+
+import sys as _sys
+import types as _types
 
 from .archive import AddResult, Archive
 from .database import (ResumeError, has, make_uid, open_run, read_all, run_config,
@@ -7,10 +16,22 @@ from .database import (ResumeError, has, make_uid, open_run, read_all, run_confi
 from .fingerprint import FingerprintSpec, cosine_distance, default_spec, fingerprints, pair_weights
 from .generate import parse_composition, random_clusters, random_crystals
 from .hull import Hull, annotate, convex_hull
+from .run import ALGORITHMS, SearchResult, search
 
 __all__ = [
-    "AddResult", "Archive", "FingerprintSpec", "Hull", "ResumeError", "annotate",
+    "ALGORITHMS", "AddResult", "Archive", "FingerprintSpec", "Hull", "ResumeError",
+    "SearchResult", "annotate", "search",
     "convex_hull", "cosine_distance", "default_spec", "fingerprints", "has", "make_uid",
     "open_run", "pair_weights", "parse_composition", "random_clusters", "random_crystals",
     "read_all", "run_config", "write_structure", "written_uids",
 ]
+
+
+class _CallableModule(_types.ModuleType):
+    """The ``jcsp.search`` package, callable as :func:`jcsp.search.run.search`."""
+
+    def __call__(self, *args, **kwargs):
+        return search(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

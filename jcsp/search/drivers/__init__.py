@@ -1,0 +1,13 @@
+"""Search drivers: each proposes batches of candidates to one :class:`jcsp.search.run.Session`.
+
+A driver module defines a frozen ``Config`` dataclass (its options) and
+``run(session, config)``, a host-side loop over generations that asks
+``session.evaluate`` to relax each generation's candidates in one batch.
+"""
+
+from . import random_search
+
+#: algorithm name -> (Config class, run function)
+DRIVERS = {"random": (random_search.Config, random_search.run)}
+
+__all__ = ["DRIVERS"]

@@ -1,0 +1,90 @@
+"""jcsp.search: published minima reached with small budgets, clear errors before work.
+
+References: Cambridge Cluster Database (Wales & Doye, J. Phys. Chem. A 101, 5111
+(1997)) for LJ minima; the diamond-structure Stillinger-Weber silicon energy
+-4.33660 eV/atom (Stillinger & Weber, PRB 31, 5262 (1985): -2.1683 epsilon, epsilon =
+2.1683 eV) for Si8.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jcsp
+from jcsp.potentials import LennardJones, StillingerWeber
+
+LJ = LennardJones(1.0, 1.0, None)
+LJ13 = -44.326801
+SI_DIAMOND = -4.33660
+SW_FILE = Path("/usr/share/lammps/potentials/Si.sw")
+SW = StillingerWeber.from_lammps(SW_FILE if SW_FILE.exists()
+                                 else Path(jcsp.__file__).parent / "data" / "Si.sw")
+
+
+def _check_result(res, budget):
+    assert res.n_relaxations <= budget
+    h = [a.info["enthalpy"] / len(a) for a in res.structures]
+    assert h == sorted(h)
+    for atoms in res.structures:
+        assert {"energy", "enthalpy", "spacegroup"} <= set(atoms.info)
+    assert res.best.info["enthalpy"] / len(res.best) == h[0]
+
+
+@pytest.mark.parametrize("algorithm", ["random", "basin"])
+def test_lj13_reaches_icosahedron(algorithm):
+    res = jcsp.search("LJ13", LJ, algorithm=algorithm, budget=64, cluster=True, seed=0,
+                      population=16)
+    _check_result(res, 64)
+    assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
+    assert res.best.info["spacegroup"] == "-" and not res.best.pbc.any()
+    assert len(res.structures) > 1  # other minima were found (and kept) too
+    assert res.first_hit(LJ13 / 13) is not None
+
+
+def test_si8_random_search_finds_diamond(tmp_path):
+    res = jcsp.search("Si8", SW, algorithm="random", budget=16, seed=0, population=16,
+                      groups=[227, 194, 166, 141], out=tmp_path)
+    _check_result(res, 16)
+    assert res.best.info["energy"] / 8 == pytest.approx(SI_DIAMOND, abs=2e-5)
+    assert "227" in res.best.info["spacegroup"]
+    assert res.best.info["enthalpy"] == pytest.approx(res.best.info["energy"])  # p = 0
+    assert res.n_batches == 1 and res.occupancy == 1.0
+    cifs = sorted((tmp_path / "best").glob("*.cif"))
+    assert len(cifs) == len(sorted((tmp_path / "best").glob("*.vasp"))) >= 1
+    from ase.io import read
+    assert read(cifs[0]).get_chemical_formula() == "Si8"
+    assert (tmp_path / "ranking.txt").read_text().count("\n") == len(res.structures) + 1
+    assert (tmp_path / "best_vs_relaxations.png").exists()
+
+
+def test_pressure_ranks_by_enthalpy():
+    res = jcsp.search("Si8", SW, algorithm="random", budget=8, seed=1, population=8,
+                      groups=[227, 194], pressure=5.0)
+    best = res.best
+    pv = 5.0 / 160.21766208 * best.info["volume"]  # GPa -> eV/Å³
+    assert best.info["enthalpy"] == pytest.approx(best.info["energy"] + pv, rel=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(algorithm="tabu"), "unknown algorithm"),
+    (dict(budget=0), "budget"),
+    (dict(groups=[225]), "no space group"),  # Si7 cannot fill Fm-3m's Wyckoff sets
+    (dict(options={"nonsense": 1}), "unknown option"),
+])
+def test_impossible_requests_fail_before_work(kwargs, message, monkeypatch):
+    monkeypatch.setattr(jcsp, "relax", _no_relax)
+    with pytest.raises(ValueError, match=message):
+        jcsp.search("Si7", SW, **{"budget": 4, **kwargs})
+
+
+def test_missing_species_fails_before_work(monkeypatch):
+    monkeypatch.setattr(jcsp, "relax", _no_relax)
+    with pytest.raises(ValueError, match="O"):
+        jcsp.search("SiO2", SW, budget=4)
+    with pytest.raises(ValueError, match="cluster"):
+        jcsp.search("LJ13", LJ, budget=4)  # all-pairs LJ cannot do crystals
+
+
+def _no_relax(*args, **kwargs):
+    raise AssertionError("search relaxed something before validating its input")

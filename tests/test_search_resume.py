@@ -1,0 +1,99 @@
+"""Resume after SIGKILL: nothing lost, nothing duplicated, the same result as an
+uninterrupted run with the same seed."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import ase.db
+import numpy as np
+import pytest
+
+import jcsp
+from jcsp.potentials import LennardJones
+
+LJ = LennardJones(1.0, 1.0, None)
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import jcsp
+    from jcsp.potentials import LennardJones
+    from jcsp.search import database
+
+    write = database.write_structure
+
+    def slow_write(*args, **kwargs):  # stretch the run so the kill lands mid-generation
+        row = write(*args, **kwargs)
+        time.sleep(0.15)
+        return row
+
+    database.write_structure = slow_write
+    jcsp.search("LJ7", LennardJones(1.0, 1.0, None), algorithm=sys.argv[2], budget=24,
+                cluster=True, seed=3, out=sys.argv[1], population=6)
+""")
+
+
+def _rows(path):
+    with ase.db.connect(str(path), use_lock_file=False) as db:
+        return [row.get("uid") for row in db.select()]
+
+
+def _kill_mid_run(tmp_path, algorithm, n_before):
+    out = tmp_path / "killed"
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(out), algorithm])
+    db = out / "structures.db"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if db.exists() and len(_rows(db)) >= n_before:
+                break
+            assert proc.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    written = _rows(db)
+    assert n_before <= len(written) < 24  # killed mid-search
+    return out, written
+
+
+@pytest.mark.parametrize("algorithm", ["random", "basin"])
+def test_sigkill_resume_equals_uninterrupted(tmp_path, algorithm):
+    out, before = _kill_mid_run(tmp_path, algorithm, 8)  # 8: inside the second generation
+    resumed = jcsp.search("LJ7", LJ, algorithm=algorithm, budget=24, cluster=True, seed=3,
+                          out=out, population=6)
+    uids = _rows(out / "structures.db")
+    assert len(uids) == len(set(uids)) == 24  # nothing lost, nothing duplicated
+    assert set(before) <= set(uids)
+    fresh = jcsp.search("LJ7", LJ, algorithm=algorithm, budget=24, cluster=True, seed=3,
+                        out=tmp_path / "fresh", population=6)
+    assert resumed.n_relaxations == fresh.n_relaxations == 24
+    np.testing.assert_array_equal(resumed.history, fresh.history)
+    assert [a.info["uid"] for a in resumed.structures] == \
+        [a.info["uid"] for a in fresh.structures]
+    assert resumed.best.info["energy"] == fresh.best.info["energy"]
+    assert resumed.best.info["energy"] < -15.5  # LJ7 minimum -16.505384: not vacuous
+    np.testing.assert_array_equal(resumed.best.positions, fresh.best.positions)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    jcsp.search("LJ5", LJ, algorithm="random", budget=4, cluster=True, seed=0,
+                out=tmp_path, population=4)
+    with pytest.raises(jcsp.search.ResumeError, match="seed"):
+        jcsp.search("LJ5", LJ, algorithm="random", budget=4, cluster=True, seed=1,
+                    out=tmp_path, population=4)
+
+
+def test_larger_budget_extends_a_finished_run(tmp_path):
+    short = jcsp.search("LJ5", LJ, algorithm="random", budget=4, cluster=True, seed=0,
+                        out=tmp_path, population=4)
+    longer = jcsp.search("LJ5", LJ, algorithm="random", budget=8, cluster=True, seed=0,
+                         out=tmp_path, population=4)
+    assert len(_rows(tmp_path / "structures.db")) == 8
+    np.testing.assert_array_equal(longer.history[:4], short.history)
