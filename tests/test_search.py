@@ -31,15 +31,32 @@ def _check_result(res, budget):
     assert res.best.info["enthalpy"] / len(res.best) == h[0]
 
 
-@pytest.mark.parametrize("algorithm", ["random", "basin"])
-def test_lj13_reaches_icosahedron(algorithm):
-    res = jcsp.search("LJ13", LJ, algorithm=algorithm, budget=64, cluster=True, seed=0,
+def test_lj13_random_search_reaches_icosahedron():
+    res = jcsp.search("LJ13", LJ, algorithm="random", budget=64, cluster=True, seed=0,
                       population=16)
     _check_result(res, 64)
     assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
     assert res.best.info["spacegroup"] == "-" and not res.best.pbc.any()
     assert len(res.structures) > 1  # other minima were found (and kept) too
     assert res.first_hit(LJ13 / 13) is not None
+
+
+def test_lj13_basin_hopping_walkers_reach_icosahedron():
+    # 4 walkers: the random starts miss the minimum, a later hop finds it
+    res = jcsp.search("LJ13", LJ, algorithm="basin", budget=64, cluster=True, seed=0,
+                      population=4)
+    _check_result(res, 64)
+    assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
+    assert res.first_hit(LJ13 / 13) > 4  # found by hopping, not by a starting structure
+    assert res.best.info["parents"]  # the best came from a walker's move
+    assert res.n_batches == 16 and res.occupancy == 1.0
+
+
+def test_target_stops_the_search_early():
+    res = jcsp.search("LJ13", LJ, algorithm="random", budget=64, cluster=True, seed=0,
+                      population=4, target=LJ13 / 13)
+    hit = res.first_hit(LJ13 / 13)
+    assert hit is not None and res.n_relaxations == -(-hit // 4) * 4 < 64
 
 
 def test_si8_random_search_finds_diamond(tmp_path):

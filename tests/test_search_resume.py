@@ -3,6 +3,7 @@ uninterrupted run with the same seed."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -50,8 +51,11 @@ def _kill_mid_run(tmp_path, algorithm, n_before):
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
-            if db.exists() and len(_rows(db)) >= n_before:
-                break
+            try:
+                if db.exists() and len(_rows(db)) >= n_before:
+                    break
+            except sqlite3.OperationalError:  # the writer holds the lock; look again
+                pass
             assert proc.poll() is None, "the search ended before it could be killed"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)

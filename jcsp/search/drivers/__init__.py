@@ -5,9 +5,12 @@ A driver module defines a frozen ``Config`` dataclass (its options) and
 ``session.evaluate`` to relax each generation's candidates in one batch.
 """
 
-from . import random_search
+from . import basin, random_search
 
 #: algorithm name -> (Config class, run function)
-DRIVERS = {"random": (random_search.Config, random_search.run)}
+DRIVERS = {
+    "random": (random_search.Config, random_search.run),
+    "basin": (basin.Config, basin.run),
+}
 
 __all__ = ["DRIVERS"]

@@ -1,0 +1,103 @@
+"""Basin hopping with many parallel walkers (Wales & Doye, J. Phys. Chem. A 101, 5111
+(1997)).
+
+Every walker holds a relaxed structure. Each generation, every walker proposes a move
+(all atoms displaced uniformly within ``step``, and for crystals a small random strain
+of the cell), all proposals are relaxed in one batch, and each walker accepts its own
+relaxed proposal by the Metropolis rule on the enthalpy, ``exp(-(H_new - H) / kT)``.
+Each walker's step size is adapted toward an acceptance of ``acceptance`` (multiplied
+by ``adapt`` after an acceptance, divided after a rejection, which balances at the
+target ratio of 1/2 by default). A walker that has not improved its own best for
+``reset_after`` steps restarts from a fresh random structure (0: never).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import operators as ops
+
+
+@dataclass(frozen=True)
+class Config:
+    """Basin-hopping settings.
+
+    Attributes:
+      temperature: kT in eV per structure (default: 0.2 x |enthalpy per atom| of the
+        best starting structure, 0.8 epsilon for LJ clusters as in Wales & Doye).
+      step: starting step size in units of the bond length.
+      strain: width of the random strain of crystal cells per move.
+      acceptance: target acceptance ratio of the step-size feedback.
+      adapt: step-size factor of the feedback (> 1).
+      reset_after: steps without improvement before a walker restarts (0: never).
+    """
+
+    temperature: float | None = None
+    step: float = 0.35
+    strain: float = 0.05
+    acceptance: float = 0.5
+    adapt: float = 1.1
+    reset_after: int = 0
+
+    def __post_init__(self):
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError("temperature must be positive (eV)")
+        if not (self.step > 0 and self.strain >= 0 and 0 < self.acceptance < 1
+                and self.adapt > 1 and self.reset_after >= 0):
+            raise ValueError("need step > 0, strain >= 0, 0 < acceptance < 1, adapt > 1, "
+                             "reset_after >= 0")
+
+
+def default_temperature(structures) -> float:
+    """0.2 x |lowest enthalpy per atom| of ``structures`` (eV), at least 1e-3."""
+    h = [a.info["enthalpy"] / len(a) for a in structures if not a.info.get("failed")]
+    return max(0.2 * abs(min(h)), 1e-3) if h else 1.0
+
+
+def run(session, config: Config) -> None:
+    """Parallel basin hopping until the budget is spent (host side)."""
+    walkers = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
+    n = len(walkers)
+    h = np.array([session.fitness(a) * len(a) for a in walkers])
+    own_best = h.copy()
+    stale = np.zeros(n, int)
+    step = np.full(n, config.step * session.length)
+    kt = config.temperature or default_temperature(walkers)
+    lo, hi = 0.05 * session.length, 2.0 * session.length
+    up = config.adapt ** (1.0 - config.acceptance)  # balance at the target acceptance
+    down = config.adapt ** (-config.acceptance)
+    strain = 0.0 if session.cluster else config.strain
+    generation = 1
+    while not session.done:
+        rng = session.rng(generation)
+        k = min(n, session.remaining)
+        restart = (config.reset_after > 0) & (stale[:k] >= config.reset_after)
+        fresh = iter(session.random_structures(int(restart.sum()), rng))
+        proposals, parents = [], []
+        for w in range(k):
+            if restart[w] or not math.isfinite(h[w]):
+                proposals.append(next(fresh, None) or session.random_structures(1, rng)[0])
+                parents.append([])
+            else:
+                proposals.append(ops.displace(walkers[w], rng, step[w], strain_scale=strain))
+                parents.append([walkers[w].info["uid"]])
+        relaxed = session.evaluate(generation, proposals, parents)
+        draws = rng.uniform(size=k)
+        for w, atoms in enumerate(relaxed):
+            new = session.fitness(atoms) * len(atoms)
+            if restart[w] or not math.isfinite(h[w]):
+                walkers[w], h[w], own_best[w], stale[w] = atoms, new, new, 0
+                continue
+            if new < own_best[w] - 1e-6:
+                own_best[w], stale[w] = new, 0
+            else:
+                stale[w] += 1
+            if math.isfinite(new) and (new <= h[w] or draws[w] < math.exp(-(new - h[w]) / kt)):
+                walkers[w], h[w] = atoms, new
+                step[w] = min(step[w] * up, hi)
+            else:
+                step[w] = max(step[w] * down, lo)
+        generation += 1
