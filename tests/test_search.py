@@ -105,3 +105,37 @@ def test_missing_species_fails_before_work(monkeypatch):
 
 def _no_relax(*args, **kwargs):
     raise AssertionError("search relaxed something before validating its input")
+
+
+def test_ga_reaches_lj19_double_icosahedron():
+    # LJ19 (CCD: -72.659782); random starts alone rarely give it within a few batches
+    res = jcsp.search("LJ19", LJ, algorithm="ga", budget=96, cluster=True, seed=0,
+                      population=16, target=-72.659782 / 19)
+    assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
+    assert res.first_hit(-72.659782 / 19) > 16  # found by the evolution, after gen 0
+    assert res.best.info["parents"]
+
+
+def test_operators_keep_composition():
+    from ase.build import bulk
+    from jcsp.search.drivers import operators as ops
+    rng = np.random.default_rng(0)
+    a = bulk("NaCl", "rocksalt", a=5.6, cubic=True)
+    b = a.copy()
+    b.rattle(0.3, seed=1)
+    b.set_cell(b.cell[:] * 1.1, scale_atoms=True)
+    for _ in range(20):
+        child = ops.cut_and_splice(a, b, rng)
+        assert sorted(child.numbers) == sorted(a.numbers) and child.pbc.all()
+    cluster = a.copy()
+    cluster.pbc = False
+    cluster.cell = None
+    for _ in range(20):
+        child = ops.cut_and_splice(cluster, cluster, rng)
+        assert sorted(child.numbers) == sorted(a.numbers) and not child.pbc.any()
+    swapped = ops.permute(a, rng, swaps=1)
+    moved = np.flatnonzero(swapped.numbers != a.numbers)
+    assert len(moved) == 2 and sorted(swapped.numbers) == sorted(a.numbers)
+    strained = ops.strain(a, rng, 0.1)
+    assert strained.get_volume() == pytest.approx(a.get_volume())
+    assert not np.allclose(strained.cell[:], a.cell[:])

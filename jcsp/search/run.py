@@ -158,7 +158,8 @@ class Session:
 
         Candidates beyond the remaining budget are dropped. Returns the relaxed
         structures in order, each with ``info`` ``uid``, ``driver``, ``generation``,
-        ``parents`` and ``enthalpy`` (``+inf`` for failed relaxations).
+        ``parents``, ``enthalpy`` and, unless failed, ``entry`` (the archive entry, equal
+        for duplicates).
         """
         candidates = list(candidates)[: max(self.remaining, 0)]
         if not candidates:
@@ -194,7 +195,8 @@ class Session:
                                         pressure=self.pressure)
         good = [a for a in relaxed if not a.info.get("failed")]
         if good:
-            self.archive.add(good)
+            for atoms, added in zip(good, self.archive.add(good)):
+                atoms.info["entry"] = added.entry  # archive entry: duplicates share it
         for atoms in relaxed:
             self.n_relaxations += 1
             h = self.fitness(atoms)

@@ -5,12 +5,13 @@ A driver module defines a frozen ``Config`` dataclass (its options) and
 ``session.evaluate`` to relax each generation's candidates in one batch.
 """
 
-from . import basin, random_search
+from . import basin, genetic, random_search
 
 #: algorithm name -> (Config class, run function)
 DRIVERS = {
     "random": (random_search.Config, random_search.run),
     "basin": (basin.Config, basin.run),
+    "ga": (genetic.Config, genetic.run),
 }
 
 __all__ = ["DRIVERS"]
