@@ -139,3 +139,10 @@ def test_operators_keep_composition():
     strained = ops.strain(a, rng, 0.1)
     assert strained.get_volume() == pytest.approx(a.get_volume())
     assert not np.allclose(strained.cell[:], a.cell[:])
+
+
+def test_pso_reaches_lj19():
+    res = jcsp.search("LJ19", LJ, algorithm="pso", budget=80, cluster=True, seed=0,
+                      population=16, target=-72.659782 / 19)
+    assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
+    assert res.first_hit(-72.659782 / 19) > 16

@@ -5,13 +5,14 @@ A driver module defines a frozen ``Config`` dataclass (its options) and
 ``session.evaluate`` to relax each generation's candidates in one batch.
 """
 
-from . import basin, genetic, random_search
+from . import basin, genetic, random_search, swarm
 
 #: algorithm name -> (Config class, run function)
 DRIVERS = {
     "random": (random_search.Config, random_search.run),
     "basin": (basin.Config, basin.run),
     "ga": (genetic.Config, genetic.run),
+    "pso": (swarm.Config, swarm.run),
 }
 
 __all__ = ["DRIVERS"]
