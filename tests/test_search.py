@@ -146,3 +146,26 @@ def test_pso_reaches_lj19():
                       population=16, target=-72.659782 / 19)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16
+
+
+def test_langevin_equipartition():
+    """BAOAB Langevin holds <KE> = 3/2 N kT (non-vacuous: forces act on every step)."""
+    from jcsp.search.drivers.anneal import langevin
+    from jcsp.search.generate import random_clusters
+    rng = np.random.default_rng(0)
+    start = jcsp.relax(random_clusters({"LJ": 13}, 4, seed=1), LJ)
+    kt = 0.05
+    moved, v = langevin(LJ, start, np.full(400, kt), dt=0.01, friction=5.0, rng=rng)
+    assert max(np.abs(a.positions - b.positions).max() for a, b in zip(moved, start)) > 0.05
+    ratios = []
+    for _ in range(10):
+        moved, v = langevin(LJ, moved, np.full(100, kt), dt=0.01, friction=5.0, rng=rng,
+                            velocities=v)
+        ratios.append(0.5 * np.sum(v**2) / (4 * 13 * 1.5 * kt))  # masses 1 amu
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.1)
+
+
+def test_annealing_reaches_lj13():
+    res = jcsp.search("LJ13", LJ, algorithm="anneal", budget=32, cluster=True, seed=1,
+                      population=8, target=LJ13 / 13)
+    assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)

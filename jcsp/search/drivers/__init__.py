@@ -5,7 +5,7 @@ A driver module defines a frozen ``Config`` dataclass (its options) and
 ``session.evaluate`` to relax each generation's candidates in one batch.
 """
 
-from . import basin, genetic, random_search, swarm
+from . import anneal, basin, genetic, random_search, swarm
 
 #: algorithm name -> (Config class, run function)
 DRIVERS = {
@@ -13,6 +13,7 @@ DRIVERS = {
     "basin": (basin.Config, basin.run),
     "ga": (genetic.Config, genetic.run),
     "pso": (swarm.Config, swarm.run),
+    "anneal": (anneal.Config, anneal.run),
 }
 
 __all__ = ["DRIVERS"]
