@@ -169,3 +169,10 @@ def test_annealing_reaches_lj13():
     res = jcsp.search("LJ13", LJ, algorithm="anneal", budget=32, cluster=True, seed=1,
                       population=8, target=LJ13 / 13)
     assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
+
+
+def test_minima_hopping_reaches_lj19():
+    res = jcsp.search("LJ19", LJ, algorithm="minima", budget=48, cluster=True, seed=0,
+                      population=16, target=-72.659782 / 19)
+    assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
+    assert res.first_hit(-72.659782 / 19) > 16  # after the random starts

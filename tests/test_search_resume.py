@@ -101,3 +101,17 @@ def test_larger_budget_extends_a_finished_run(tmp_path):
                          out=tmp_path, population=4)
     assert len(_rows(tmp_path / "structures.db")) == 8
     np.testing.assert_array_equal(longer.history[:4], short.history)
+
+
+@pytest.mark.parametrize("algorithm", jcsp.search.ALGORITHMS)
+def test_every_driver_replays_exactly(tmp_path, algorithm):
+    """A run extended from 8 to 16 relaxations equals a fresh 16-relaxation run: every
+    driver rebuilds its state from the database alone."""
+    kwargs = dict(algorithm=algorithm, cluster=True, seed=5, population=4)
+    jcsp.search("LJ7", LJ, budget=8, out=tmp_path / "a", **kwargs)
+    extended = jcsp.search("LJ7", LJ, budget=16, out=tmp_path / "a", **kwargs)
+    fresh = jcsp.search("LJ7", LJ, budget=16, **kwargs)
+    assert len(_rows(tmp_path / "a" / "structures.db")) == 16
+    np.testing.assert_array_equal(extended.history, fresh.history)
+    assert [a.info["uid"] for a in extended.structures] == \
+        [a.info["uid"] for a in fresh.structures]

@@ -5,7 +5,7 @@ A driver module defines a frozen ``Config`` dataclass (its options) and
 ``session.evaluate`` to relax each generation's candidates in one batch.
 """
 
-from . import anneal, basin, genetic, random_search, swarm
+from . import anneal, basin, genetic, minima, random_search, swarm
 
 #: algorithm name -> (Config class, run function)
 DRIVERS = {
@@ -14,6 +14,7 @@ DRIVERS = {
     "ga": (genetic.Config, genetic.run),
     "pso": (swarm.Config, swarm.run),
     "anneal": (anneal.Config, anneal.run),
+    "minima": (minima.Config, minima.run),
 }
 
 __all__ = ["DRIVERS"]

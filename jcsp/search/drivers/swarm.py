@@ -8,7 +8,8 @@ the swarm its global best (lowest enthalpy per atom). Each generation
 
     v <- w v + c1 r1 (pbest - x) + c2 r2 (gbest - x),    x <- x + v
 
-with ``w`` falling linearly from ``w_start`` to ``w_end`` over the budget and ``r1``,
+with ``w`` falling linearly from ``w_start`` to ``w_end`` over ``w_generations``
+generations (not over the budget, so extending a run does not change its past) and ``r1``,
 ``r2`` uniform in [0, 1] per particle; the cell is then rescaled to the mean volume of
 the particle and the global best. The worst ``reseed`` fraction of the particles is
 replaced by fresh random symmetric structures (with their velocities zeroed), which
@@ -31,7 +32,8 @@ class Config:
     """PSO settings.
 
     Attributes:
-      w_start, w_end: inertia weight at the start and the end of the budget.
+      w_start, w_end: inertia weight at the start and after ``w_generations``.
+      w_generations: generations over which the inertia weight falls.
       c1, c2: cognitive (personal best) and social (global best) factors.
       reseed: fraction of the worst particles re-seeded randomly each generation.
       max_velocity: per-atom speed limit (fractional units for crystals, bond lengths
@@ -40,15 +42,17 @@ class Config:
 
     w_start: float = 0.9
     w_end: float = 0.4
+    w_generations: int = 30
     c1: float = 2.0
     c2: float = 2.0
     reseed: float = 0.4
     max_velocity: float = 0.15
 
     def __post_init__(self):
-        if not (0 <= self.reseed < 1 and self.c1 >= 0 and self.c2 >= 0
-                and self.max_velocity > 0):
-            raise ValueError("need 0 <= reseed < 1, c1, c2 >= 0 and max_velocity > 0")
+        if not (0 <= self.reseed < 1 and self.w_generations >= 1 and self.c1 >= 0
+                and self.c2 >= 0 and self.max_velocity > 0):
+            raise ValueError("need 0 <= reseed < 1, w_generations >= 1, c1, c2 >= 0 and "
+                             "max_velocity > 0")
 
 
 def _coords(atoms: Atoms) -> np.ndarray:
@@ -107,12 +111,12 @@ def run(session, config: Config) -> None:
     """Fly the swarm until the budget is spent (host side)."""
     first = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
     swarm = [_Particle(a, session.fitness(a)) for a in first]
-    generation, total = 1, session.budget
+    generation = 1
     while not session.done:
         rng = session.rng(generation)
         k = min(len(swarm), session.remaining)
         w = config.w_start + (config.w_end - config.w_start) * min(
-            1.0, session.n_relaxations / max(total, 1))
+            1.0, (generation - 1) / config.w_generations)
         gbest = min(swarm, key=lambda p: p.best_f).best
         order = sorted(range(len(swarm)), key=lambda i: swarm[i].f)
         n_seed = int(round(config.reseed * len(swarm)))
