@@ -48,9 +48,9 @@ POPULATIONS = [[_crystal(100 * k + j) for j in range(3)] for k in range(1, 4)]
 _ALL = GOOD + [KRYPTON, EXPLODING, TENSION] + sum(POPULATIONS, [])
 _POP = from_atoms(_ALL, n_max=4)
 _LIST_CUTOFF = driver._list_cutoff(POT)
-SPEC = driver._static_for(POT, (True, True, True), 4, _LIST_CUTOFF).fit_spec(
-    _LIST_CUTOFF, np.asarray(_POP.frac), np.asarray(_POP.cell), np.asarray(_POP.mask),
-    (True, True, True), B)
+SPEC = driver._static_for(POT, (True, True, True), 4, _LIST_CUTOFF).fit_lists(
+    POT.cutoff, _LIST_CUTOFF, np.asarray(_POP.frac), np.asarray(_POP.cell),
+    np.asarray(_POP.mask), (True, True, True), B).skin
 
 
 def _same(a, b):

@@ -18,8 +18,12 @@ sizing, neighbor spec, B, N, optimizer config, cell mode, pbc, dtype).
 
 Neighbor lists are Verlet lists with a skin (:func:`jcsp.neighbors.needs_rebuild`): each
 slot keeps its list and rebuilds it only when its own atoms or cell moved too far, in
-compacted chunks of ``B/8`` slots, so a step costs about one force evaluation without the
-list build, and a slot's numbers never depend on the other slots.
+compacted chunks of ``B/8`` slots; each step trims it to the potential's own cutoff (so
+many-body potentials, ~K^2 per atom, do not pay for the skin). A step then costs about
+one force evaluation without the list build, and a slot's numbers never depend on the
+other slots. Matrix products run at
+full precision of the dtype (``default_matmul_precision("highest")``): the TF32 default of
+GPUs would leave float32 forces too noisy to converge.
 
 Overflow is data (STYLE rule 7): a slot whose list overflowed is frozen *before* that
 evaluation is used, the segment stops at the end of that iteration, and the host grows
@@ -72,8 +76,10 @@ MIN_VOLUME_PER_ATOM = 0.5
 MAX_VOLUME_RATIO = 10.0
 #: Atoms per batch the automatic batch size aims for.
 TARGET_ATOMS = 4096
-#: Default Verlet skin as a fraction of the potential's cutoff.
-SKIN_FRACTION = 0.1
+#: Default Verlet skin: this fraction of the potential's cutoff, at most MAX_SKIN Å.
+#: A wider skin means fewer list rebuilds and more (masked) pairs per evaluation.
+SKIN_FRACTION = 0.25
+MAX_SKIN = 1.0
 #: Failure codes -> messages for ``info["failure_reason"]``.
 REASONS = {
     1: "non-finite energy, forces or stress",
@@ -127,7 +133,43 @@ class Slots:
     residual: Array
     overflow: Array
     count: Array
+    count_cut: Array
     overflow_cell: Array
+
+
+class ListSpec(NamedTuple):
+    """Static neighbor-list shapes of a kernel (hashable).
+
+    Attributes:
+      skin: spec of the stored Verlet lists (cutoff = potential cutoff + skin).
+      capacity: neighbors per atom after trimming to the potential's cutoff each step,
+        or None when nothing is trimmed (no skin, or all pairs).
+    """
+
+    skin: nl.NeighborSpec
+    capacity: int | None
+
+
+def _trim(nbrs: nl.NeighborList, frac, cell, cutoff: float, capacity: int) -> nl.NeighborList:
+    """The entries of a Verlet list now within ``cutoff``, compacted to ``capacity``
+    (one structure). Many-body potentials cost ~K^2 per atom, so they should not pay
+    for the skin; order is kept, padded entries point at the atom itself."""
+    n = frac.shape[0]
+    positions = frac @ cell
+    vec = positions[nbrs.idx] + jnp.einsum("nka,ab->nkb", nbrs.shift, cell) - positions[:, None]
+    keep = nbrs.mask & (jnp.sum(vec * vec, axis=-1) < cutoff**2)
+    counts = jnp.sum(keep, axis=1)
+    slot = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, capacity)
+    rows = jnp.arange(n)[:, None]
+    idx = jnp.broadcast_to(jnp.arange(n, dtype=nbrs.idx.dtype)[:, None], (n, capacity))
+    idx = idx.at[rows, slot].set(nbrs.idx, mode="drop")
+    shift = jnp.zeros((n, capacity, 3), nbrs.shift.dtype).at[rows, slot].set(nbrs.shift,
+                                                                             mode="drop")
+    count = jnp.max(counts).astype(jnp.int32)
+    return nl.NeighborList(idx=idx, shift=shift,
+                           mask=jnp.arange(capacity)[None, :] < jnp.minimum(counts, capacity)[:, None],
+                           count=count, overflow=nbrs.overflow | (count > capacity),
+                           ref_frac=nbrs.ref_frac, ref_cell=nbrs.ref_cell)
 
 
 class Kernel(NamedTuple):
@@ -139,8 +181,9 @@ class Kernel(NamedTuple):
     blank: object
 
 
-def _build_kernel(potential: Potential, cutoff, spec: nl.NeighborSpec, config,
+def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
                   relax_cell: bool, pbc: tuple, batch: int) -> Kernel:
+    spec = lists.skin
     periodic = any(pbc)
     cell_dofs = relax_cell and periodic
     opt = fire(config) if isinstance(config, FireConfig) else lbfgs(config)
@@ -164,7 +207,7 @@ def _build_kernel(potential: Potential, cutoff, spec: nl.NeighborSpec, config,
             energy=zero, enthalpy=zero, forces=jnp.zeros_like(frac),
             stress=jnp.zeros((3, 3), dtype), frac=frac, cell=cell,
             residual=jnp.asarray(jnp.inf, dtype), overflow=jnp.bool_(False),
-            count=jnp.int32(0), overflow_cell=cell)
+            count=jnp.int32(0), count_cut=jnp.int32(0), overflow_cell=cell)
 
     def geometry(s: Slots) -> cf.Transform:
         return cf.apply(s.dofs, s.ref_cell, s.ref_inv, s.n_atoms, relax_cell=cell_dofs)
@@ -187,7 +230,10 @@ def _build_kernel(potential: Potential, cutoff, spec: nl.NeighborSpec, config,
         return s.replace(nbrs=nbrs, stale=s.stale & ~need)
 
     def one_step(params, s: Slots, t: cf.Transform) -> Slots:
-        res = evaluate_with(potential, params, t.frac, t.cell, s.species, s.mask, s.nbrs, pbc)
+        nbrs = s.nbrs
+        if lists.capacity is not None:
+            nbrs = _trim(nbrs, t.frac, t.cell, cutoff, lists.capacity)
+        res = evaluate_with(potential, params, t.frac, t.cell, s.species, s.mask, nbrs, pbc)
         g = cf.generalized_forces(t, res.forces, res.stress, s.pressure, s.n_atoms,
                                   relax_cell=cell_dofs)
         h = cf.enthalpy(res.energy, t.cell, s.pressure, periodic=periodic)
@@ -229,15 +275,21 @@ def _build_kernel(potential: Potential, cutoff, spec: nl.NeighborSpec, config,
             forces=upd(res.forces, s.forces), stress=upd(res.stress, s.stress),
             frac=upd(t.frac, s.frac), cell=upd(t.cell, s.cell),
             residual=upd(residual, s.residual), overflow=s.overflow | overflow,
-            count=jnp.maximum(s.count, jnp.where(s.live, res.count, 0)),
+            count=jnp.maximum(s.count, jnp.where(s.live, s.nbrs.count, 0)),
+            count_cut=jnp.maximum(s.count_cut, jnp.where(s.live, res.count, 0)),
             overflow_cell=jnp.where(overflow, t.cell, s.overflow_cell))
 
     step_all = jax.vmap(one_step, in_axes=(None, 0, 0))
 
     def segment(params, slots: Slots, n_steps, free_target) -> Slots:
         TRACE_COUNTS["segment"] += 1
+        with jax.default_matmul_precision("highest"):  # no TF32 geometry on GPUs
+            return _segment(params, slots, n_steps, free_target)
+
+    def _segment(params, slots: Slots, n_steps, free_target) -> Slots:
         b = slots.live.shape[0]
-        slots = slots.replace(overflow=jnp.zeros((b,), bool), count=jnp.zeros((b,), jnp.int32))
+        zero = jnp.zeros((b,), jnp.int32)
+        slots = slots.replace(overflow=jnp.zeros((b,), bool), count=zero, count_cut=zero)
 
         def cond(carry):
             i, s = carry
@@ -255,7 +307,8 @@ def _build_kernel(potential: Potential, cutoff, spec: nl.NeighborSpec, config,
     def refill(slots: Slots, select, frac, cell, species, mask, pressure, fmax, smax,
                max_steps) -> Slots:
         TRACE_COUNTS["refill"] += 1
-        new = jax.vmap(fresh)(frac, cell, species, mask, pressure, fmax, smax, max_steps)
+        with jax.default_matmul_precision("highest"):
+            new = jax.vmap(fresh)(frac, cell, species, mask, pressure, fmax, smax, max_steps)
 
         def pick(a, b):
             return jnp.where(select.reshape(select.shape + (1,) * (a.ndim - 1)), a, b)
@@ -302,21 +355,25 @@ class _Static:
     (never shrunk) across calls so that repeated calls share compiled code."""
 
     def __init__(self):
-        self.spec = None
+        self.lists = None
         self.sized = None
         self.signature = None
         self.archive = np.zeros((0, 3, 3))
 
-    def fit_spec(self, cutoff, frac, cell, mask, pbc, batch):
+    def fit_lists(self, cutoff, list_cutoff, frac, cell, mask, pbc, batch) -> ListSpec:
+        """List shapes that fit these structures (and every earlier call's)."""
+        trim = cutoff is not None and list_cutoff > cutoff
         for start in range(0, len(frac), batch):  # fixed chunk shape: one count compile
             stop = min(start + batch, len(frac))
             chunk = [np.zeros((batch,) + a.shape[1:], a.dtype) for a in (frac, cell, mask)]
             for c, a in zip(chunk, (frac, cell, mask)):
                 c[: stop - start] = a[start:stop]
             chunk[1][stop - start:] = np.eye(3) * 10.0
-            need = nl.spec_for(cutoff, chunk[0], chunk[1], chunk[2], pbc)
-            self.spec = need if self.spec is None else _union(self.spec, need)
-        return self.spec
+            skin = nl.spec_for(list_cutoff, chunk[0], chunk[1], chunk[2], pbc)
+            cap = nl.spec_for(cutoff, chunk[0], chunk[1], chunk[2], pbc).capacity if trim else None
+            need = ListSpec(skin, cap)
+            self.lists = need if self.lists is None else _union(self.lists, need)
+        return self.lists
 
     def fit_potential(self, potential, cells):
         """Size ``potential`` for ``cells``; True when its static shapes changed."""
@@ -339,16 +396,33 @@ class _Static:
         return True
 
 
-def _union(a: nl.NeighborSpec, b: nl.NeighborSpec) -> nl.NeighborSpec:
-    images = tuple(max(x, y) for x, y in zip(a.images, b.images))
-    return nl.NeighborSpec(a.cutoff, max(a.capacity, b.capacity), images)
+def _union(a: ListSpec, b: ListSpec) -> ListSpec:
+    images = tuple(max(x, y) for x, y in zip(a.skin.images, b.skin.images))
+    skin = nl.NeighborSpec(a.skin.cutoff, max(a.skin.capacity, b.skin.capacity), images)
+    cap = None if a.capacity is None else max(a.capacity, b.capacity)
+    return ListSpec(skin, cap)
+
+
+def _grow(lists: ListSpec, slots: Slots, overflow, pbc) -> ListSpec:
+    """Larger list shapes after an overflow in the slots ``overflow`` (host side)."""
+    cells = np.asarray(slots.overflow_cell)[overflow]
+    skin = nl.grow(lists.skin, int(np.asarray(slots.count)[overflow].max()), cells, pbc)
+    cap = lists.capacity
+    if cap is not None:
+        cut = int(np.asarray(slots.count_cut)[overflow].max())
+        cap = max(cap, int(np.ceil((cut * 1.2 + 1) / 4) * 4))
+    grown = ListSpec(skin, cap)
+    if grown == lists:  # never spin: an overflow always buys room
+        grown = ListSpec(nl.NeighborSpec(skin.cutoff, 2 * skin.capacity, skin.images),
+                         None if cap is None else 2 * cap)
+    return grown
 
 
 def _list_cutoff(potential, skin=None):
     """Cutoff of the Verlet lists: the potential's plus the skin (None for all pairs)."""
     if potential.cutoff is None:
         return None
-    skin = SKIN_FRACTION * potential.cutoff if skin is None else float(skin)
+    skin = min(SKIN_FRACTION * potential.cutoff, MAX_SKIN) if skin is None else float(skin)
     return potential.cutoff + skin
 
 
@@ -357,13 +431,13 @@ def _static_for(potential, pbc, n_max, list_cutoff) -> _Static:
     return table.setdefault((pbc, n_max, list_cutoff), _Static())
 
 
-def _kernel(potential, static: _Static, spec, batch, n_max, config, relax_cell, pbc,
+def _kernel(potential, static: _Static, lists, batch, n_max, config, relax_cell, pbc,
             dtype) -> Kernel:
     table = _cache(_KERNELS, potential)
-    key = (static.signature, spec, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
+    key = (static.signature, lists, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
            np.dtype(dtype).name)
     if key not in table:
-        table[key] = _build_kernel(static.sized, potential.cutoff, spec, config, relax_cell,
+        table[key] = _build_kernel(static.sized, potential.cutoff, lists, config, relax_cell,
                                    pbc, batch)
     return table[key]
 
@@ -576,9 +650,12 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
     static = _static_for(potential, pbc, n_max, list_cutoff)
     shared = spec is None  # the private ``_spec`` hook neither reads nor grows the cache
     if shared:
-        spec = static.fit_spec(list_cutoff, frac, cell, mask, pbc, batch)
+        lists = static.fit_lists(potential.cutoff, list_cutoff, frac, cell, mask, pbc, batch)
+    else:
+        trim = potential.cutoff is not None and spec.cutoff > potential.cutoff
+        lists = ListSpec(spec, spec.capacity if trim else None)
     static.fit_potential(potential, cell[mask.any(1)] if all(pbc) else np.eye(3)[None])
-    kernel = _kernel(potential, static, spec, batch, n_max, config, relax_cell, pbc, dtype)
+    kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc, dtype)
     per = {k: np.asarray(v)[index] for k, v in targets.items()}
     queue = collections.deque(range(len(index)))
     holder = np.full(batch, -1)
@@ -610,22 +687,22 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
             free_target = int((holder < 0).sum()) + min(len(queue), max(1, batch // 8))
         slots = kernel.segment(params, slots, steps_per_segment, free_target)
         overflow = np.asarray(slots.overflow)
-        if overflow.any():  # grow the lists; every slot rebuilds with the new shape
-            count = int(np.asarray(slots.count)[overflow].max())
-            spec = nl.grow(spec, count, np.asarray(slots.overflow_cell)[overflow], pbc)
+        if overflow.any():  # grow the lists; a new skin spec means every slot rebuilds
+            grown = _grow(lists, slots, overflow, pbc)
             if shared:
-                static.spec = _union(static.spec, spec)
-                spec = static.spec
-            kernel = _kernel(potential, static, spec, batch, n_max, config, relax_cell, pbc,
+                static.lists = grown = _union(static.lists, grown)
+            if grown.skin != lists.skin:
+                slots = _restale(slots, grown.skin, pbc)
+            lists = grown
+            kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc,
                              dtype)
-            slots = _restale(slots, spec, pbc)
             continue
         live = np.asarray(slots.live)
         finished = np.nonzero((holder >= 0) & ~live)[0]
         if finished.size and static.signature is not None:
             slots, revived = _resize(slots, finished, static, potential)
             if revived.size:
-                kernel = _kernel(potential, static, spec, batch, n_max, config, relax_cell,
+                kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell,
                                  pbc, dtype)
                 finished = np.setdiff1d(finished, revived)
         if finished.size:

@@ -36,6 +36,9 @@ from .fire import Optimizer
 
 Array = jax.Array
 
+#: Pairs per unrolled block of the two-loop recursion.
+_BLOCK = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class LBFGSConfig:
@@ -112,27 +115,37 @@ def lbfgs(config: LBFGSConfig = LBFGSConfig()) -> Optimizer:
             last=zero, started=jnp.bool_(False))
 
     def direction(s, y, rho, head, count, forces):
-        """``-H g`` by the two-loop recursion over the ``count`` newest pairs."""
-        def slot(j):  # j = 0 is the newest pair
-            return jnp.mod(head - 1 - j, m)
+        """``-H g`` by the two-loop recursion over the ``count`` newest pairs, in
+        unrolled blocks of ``_BLOCK`` pairs (a data-dependent loop costs a host sync
+        per pass on GPUs); pairs past ``count`` are skipped with ``where``."""
+        blocks = (count + _BLOCK - 1) // _BLOCK
 
-        def newest_first(j, carry):
+        def newest_first(b, carry):
             q, alphas = carry
-            i = slot(j)
-            a = rho[i] * jnp.vdot(s[i], q)
-            return q - a * y[i], alphas.at[j].set(a)
+            for u in range(_BLOCK):
+                j = b * _BLOCK + u  # j = 0 is the newest pair
+                i = jnp.mod(head - 1 - j, m)
+                a = rho[i] * jnp.vdot(s[i], q)
+                keep = j < count
+                q = jnp.where(keep, q - a * y[i], q)
+                alphas = alphas.at[jnp.minimum(j, m - 1)].set(
+                    jnp.where(keep, a, alphas[jnp.minimum(j, m - 1)]))
+            return q, alphas
 
-        q, alphas = jax.lax.fori_loop(0, count, newest_first,
+        q, alphas = jax.lax.fori_loop(0, blocks, newest_first,
                                       (-forces, jnp.zeros((m,), forces.dtype)))
         z = q / c.alpha
 
-        def oldest_first(t, z):
-            j = count - 1 - t
-            i = slot(j)
-            b = rho[i] * jnp.vdot(y[i], z)
-            return z + s[i] * (alphas[j] - b)
+        def oldest_first(b, z):
+            for u in range(_BLOCK):
+                j = blocks * _BLOCK - 1 - (b * _BLOCK + u)
+                i = jnp.mod(head - 1 - j, m)
+                jj = jnp.clip(j, 0, m - 1)
+                b_ = rho[i] * jnp.vdot(y[i], z)
+                z = jnp.where(j < count, z + s[i] * (alphas[jj] - b_), z)
+            return z
 
-        z = jax.lax.fori_loop(0, count, oldest_first, z)
+        z = jax.lax.fori_loop(0, blocks, oldest_first, z)
         return -z
 
     def step(state: LBFGSState, x: Array, forces: Array, value: Array, active: Array):
