@@ -1,6 +1,8 @@
 """The ``jcsp`` command line (host side).
 
-``jcsp relax [INPUT ...]`` relaxes every structure of the given files at once and prints
+``jcsp search [COMPOSITION]`` searches for the lowest-enthalpy structures of a
+composition (default: Si8 with the shipped Stillinger-Weber potential); see
+``docs/search.md``. ``jcsp relax [INPUT ...]`` relaxes every structure of the given files at once and prints
 them ranked by enthalpy per atom; with no INPUT it relaxes the shipped silicon examples
 with the shipped Stillinger-Weber potential. ``jcsp info FILE ...`` describes structures.
 See ``docs/cli.md``.
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--symprec", type=_positive_float, default=SYMPREC, metavar="A",
                       help=f"spglib tolerance, Å (default {SYMPREC})")
     info.set_defaults(func=run_info)
+    _add_search(sub)
     return parser
 
 
@@ -299,6 +302,115 @@ def run_info(args) -> int:
             vol, per = f"{'cluster':>11}", f"{'-':>9}"
         print(f"{label:<{width}}  {atoms.get_chemical_formula():<12}  {len(atoms):>5}  "
               f"{vol}  {per}  {spacegroup(atoms, args.symprec)}")
+    return 0
+
+
+
+# --- jcsp search --------------------------------------------------------------------
+#: Settings of ``jcsp search`` (TOML keys; flags use dashes) and their defaults.
+SEARCH_DEFAULTS = {"composition": "Si8", "formula_units": 1, "potential": "sw-si",
+                   "algorithm": "random", "budget": 100, "pressure": 0.0, "seed": 0,
+                   "output": None, "cluster": False, "groups": None, "population": None,
+                   "fmax": 0.01, "max_steps": 2000, "target": None, "options": {}}
+
+
+def _add_search(sub) -> None:
+    from .search.run import ALGORITHMS
+
+    search = sub.add_parser(
+        "search", help="search for the lowest-enthalpy structures of a composition",
+        description="Generate, relax (in batches), compare and recombine structures of a "
+                    "composition and print the unique ones ranked by enthalpy per atom. "
+                    "Settings come from --config (TOML, keys as the long flags with "
+                    "underscores, plus an [options] table for the algorithm), overridden "
+                    "by flags. With no arguments: Si8 with the shipped Stillinger-Weber "
+                    "potential, random search, 100 relaxations. Rerunning with the same "
+                    "--output resumes an interrupted search.")
+    search.add_argument("composition", nargs="?", default=None, metavar="COMPOSITION",
+                        help="e.g. Si8, Na4Cl4, LJ38 (a label like LJ: identical particles)")
+    search.add_argument("-c", "--config", default=None, metavar="TOML",
+                        help="TOML file with the settings")
+    search.add_argument("-n", "--formula-units", type=_positive_int, default=None,
+                        metavar="Z")
+    search.add_argument("-p", "--potential", default=None, metavar="SPEC",
+                        help="sw-si (default), FILE.sw, FILE.eam[.alloy|.fs], lj or "
+                             "lj:epsilon=E,sigma=S,cutoff=RC|none")
+    search.add_argument("-a", "--algorithm", choices=ALGORITHMS, default=None,
+                        help="default random")
+    search.add_argument("-b", "--budget", type=_positive_int, default=None, metavar="N",
+                        help="number of relaxations (default 100)")
+    search.add_argument("--pressure", type=_finite_float, default=None, metavar="GPA")
+    search.add_argument("-s", "--seed", type=int, default=None)
+    search.add_argument("-o", "--output", default=None, metavar="DIR",
+                        help="run folder: structures.db (resume record), ranking, best "
+                             "CIF/POSCAR, plots")
+    search.add_argument("--cluster", action="store_true", default=None,
+                        help="search clusters (no cell)")
+    search.add_argument("--groups", default=None, metavar="LIST",
+                        help="space groups of random crystals, e.g. 227,194,166")
+    search.add_argument("--population", type=_positive_int, default=None, metavar="B",
+                        help="structures per generation = relaxation batch (default 16)")
+    search.add_argument("--fmax", type=_positive_float, default=None, metavar="EV_PER_A")
+    search.add_argument("--max-steps", type=_positive_int, default=None, metavar="N")
+    search.add_argument("--target", type=_finite_float, default=None, metavar="EV_PER_ATOM",
+                        help="stop once the best enthalpy per atom reaches this")
+    search.add_argument("--show", type=_positive_int, default=10, metavar="N",
+                        help="rows of the printed ranking (default 10)")
+    search.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(func=run_search)
+
+
+def search_settings(args) -> dict:
+    """Defaults, then the TOML config, then the flags given (host side)."""
+    import tomllib
+
+    settings = dict(SEARCH_DEFAULTS)
+    if args.config:
+        with open(args.config, "rb") as handle:
+            try:
+                loaded = tomllib.load(handle)
+            except tomllib.TOMLDecodeError as err:
+                raise InputError(f"{args.config}: not valid TOML: {err}") from None
+        unknown = sorted(set(loaded) - set(SEARCH_DEFAULTS))
+        if unknown:
+            raise InputError(f"{args.config}: unknown setting(s) {unknown}; known: "
+                             f"{sorted(SEARCH_DEFAULTS)}")
+        settings.update(loaded)
+    for key in SEARCH_DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    groups = settings["groups"]
+    if isinstance(groups, str):
+        try:
+            settings["groups"] = [int(g) for g in groups.replace(" ", "").split(",") if g]
+        except ValueError:
+            raise InputError(f"groups must be space-group numbers like 227,194, not "
+                             f"{groups!r}") from None
+    return settings
+
+
+def run_search(args) -> int:
+    from .search.run import ranking_table, search
+
+    settings = search_settings(args)
+    potential = load_potential(settings["potential"])
+    print(f"jcsp {__version__}: {settings['algorithm']} search for "
+          f"{settings['composition']} x {settings['formula_units']} with "
+          f"{settings['potential']} at {settings['pressure']:g} GPa, budget "
+          f"{settings['budget']} relaxations, seed {settings['seed']}", file=sys.stderr)
+    result = search(settings["composition"], potential, algorithm=settings["algorithm"],
+                    budget=settings["budget"], pressure=settings["pressure"],
+                    seed=settings["seed"], out=settings["output"],
+                    cluster=bool(settings["cluster"]),
+                    formula_units=settings["formula_units"], groups=settings["groups"],
+                    population=settings["population"], fmax=settings["fmax"],
+                    max_steps=settings["max_steps"], target=settings["target"],
+                    options=settings["options"], progress=not args.quiet)
+    print(ranking_table(result.structures, limit=args.show))
+    print(f"{result.n_relaxations} relaxations in {result.n_batches} batches "
+          f"(batch occupancy {result.occupancy:.0%}), {len(result.structures)} unique "
+          "structures" + (f"; wrote {result.out}" if result.out else ""), file=sys.stderr)
     return 0
 
 

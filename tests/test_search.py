@@ -176,3 +176,27 @@ def test_minima_hopping_reaches_lj19():
                       population=16, target=-72.659782 / 19)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16  # after the random starts
+
+
+def test_cli_search_with_toml_config(tmp_path, capsys):
+    from jcsp.cli import main
+    config = tmp_path / "search.toml"
+    config.write_text('composition = "Si8"\nbudget = 8\ngroups = [227, 194]\n'
+                      'population = 8\n[options]\nshake = 0.1\n')
+    out = tmp_path / "run"
+    assert main(["search", "-c", str(config), "-o", str(out), "-q", "--seed", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "Fd-3m (227)" in printed.out.splitlines()[1]  # rank 1 is diamond
+    assert "8 relaxations in 1 batches (batch occupancy 100%)" in printed.err
+    assert (out / "structures.db").exists() and list((out / "best").glob("*.cif"))
+
+
+@pytest.mark.parametrize("argv", [["search", "SiO2", "-b", "2"],
+                                  ["search", "-b", "0"],
+                                  ["search", "Si7", "--groups", "225", "-b", "2"],
+                                  ["search", "-a", "tabu"]])
+def test_cli_search_bad_input_is_one_line(argv, capsys):
+    from jcsp.cli import main
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "Traceback" not in err[0]
