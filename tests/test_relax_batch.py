@@ -230,3 +230,13 @@ def test_cell_outgrowing_a_static_ewald_box_is_resized_not_failed():
     check = out.copy()
     check.calc = jcsp.JCSPCalculator(nacl)
     assert abs(check.get_potential_energy() - out.info["energy"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_skin_does_not_change_results(streamed):
+    """Lists rebuilt every step (skin 0, no trimming) give the same relaxations."""
+    out = jcsp.relax(GOOD[:2], POT, fmax=FMAX, batch_size=B, skin=0.0)
+    for a, b in zip(out, streamed[:2]):
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+        assert abs(a.info["energy"] - b.info["energy"]) < 1e-12
+        assert a.info["steps"] == b.info["steps"]
