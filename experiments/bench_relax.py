@@ -23,9 +23,15 @@ Run:  python experiments/bench_relax.py            (full, ~20-40 min on 2 CPU co
 
 from __future__ import annotations
 
+import os
+
+# The one-at-a-time baselines make thousands of tiny LAPACK calls (ASE's filter, scipy's
+# expm); a multi-threaded OpenBLAS turns each into a thread hand-off and makes them
+# several times slower on a busy 2-core machine. One thread is the fair setting.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import json
-import os
 import platform
 import sys
 import time
