@@ -46,280 +46,36 @@ from __future__ import annotations
 
 import collections
 import weakref
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from flax import struct
 from tqdm import tqdm
 
 from .. import neighbors as nl
-from ..derivatives import evaluate_with
 from ..potentials.base import Potential
 from ..structures.convert import check_structure, from_atoms
 from ..structures.population import bucket_indices
 from ..units import EV_PER_A3_IN_GPA, full_to_voigt, gpa_to_ev_per_a3
-from . import cell_filter as cf
-from .fire import FireConfig, fire
-from .lbfgs import LBFGSConfig, lbfgs
+from .fire import FireConfig
+from .lbfgs import LBFGSConfig
 
 Array = jax.Array
 
-#: A force above this (eV/Å) marks a structure as failed (atoms on top of each other).
-MAX_FORCE = 1.0e4
-#: A cell below this volume per atom (Å³) has collapsed.
-MIN_VOLUME_PER_ATOM = 0.5
-#: A cell above this multiple of its starting volume has exploded.
-MAX_VOLUME_RATIO = 10.0
+
+from .kernel import (MAX_FORCE, MAX_VOLUME_RATIO, MIN_VOLUME_PER_ATOM, REASONS,  # noqa: F401
+                     TRACE_COUNTS, Kernel, ListSpec, Slots, _build_kernel)
+
 #: Atoms per batch the automatic batch size aims for.
 TARGET_ATOMS = 4096
 #: Default Verlet skin: this fraction of the potential's cutoff, at most MAX_SKIN Å.
 #: A wider skin means fewer list rebuilds and more (masked) pairs per evaluation.
 SKIN_FRACTION = 0.25
 MAX_SKIN = 1.0
-#: Failure codes -> messages for ``info["failure_reason"]``.
-REASONS = {
-    1: "non-finite energy, forces or stress",
-    2: f"exploding forces (a force above {MAX_FORCE:g} eV/Å)",
-    3: f"cell collapsed (volume below {MIN_VOLUME_PER_ATOM} Å³ per atom)",
-    4: f"cell exploded (volume above {MAX_VOLUME_RATIO:g} times the starting volume)",
-}
-#: How often each compiled function has been traced (compile-count tests read this).
-TRACE_COUNTS: collections.Counter = collections.Counter()
-
 OPTIMIZERS = {"fire": FireConfig, "lbfgs": LBFGSConfig}
-
-
-@struct.dataclass
-class Slots:
-    """Everything about the ``B`` slots of a batch (every field has a leading ``B`` axis).
-
-    Per atom ``[B, N, ...]``: species, mask, forces, frac. Per structure ``[B, ...]``: the
-    rest. ``dofs [B, R, 3]`` are the cell-filter rows, ``opt`` the optimizer state and
-    ``nbrs`` each slot's Verlet list (``stale``: must be rebuilt before use).
-    ``energy``, ``enthalpy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å³), ``frac``,
-    ``cell`` and ``residual`` (largest generalized-force row) are from the last
-    evaluation. ``pressure``, ``smax`` are eV/Å³; ``smax <= 0`` selects ASE's criterion.
-    """
-
-    species: Array
-    mask: Array
-    ref_cell: Array
-    ref_inv: Array
-    n_atoms: Array
-    pressure: Array
-    fmax: Array
-    smax: Array
-    max_steps: Array
-    volume0: Array
-    dofs: Array
-    opt: object
-    nbrs: nl.NeighborList
-    stale: Array
-    steps: Array
-    live: Array
-    converged: Array
-    failed: Array
-    reason: Array
-    energy: Array
-    enthalpy: Array
-    forces: Array
-    stress: Array
-    frac: Array
-    cell: Array
-    residual: Array
-    overflow: Array
-    count: Array
-    count_cut: Array
-    overflow_cell: Array
-
-
-class ListSpec(NamedTuple):
-    """Static neighbor-list shapes of a kernel (hashable).
-
-    Attributes:
-      skin: spec of the stored Verlet lists (cutoff = potential cutoff + skin).
-      capacity: neighbors per atom after trimming to the potential's cutoff each step,
-        or None when nothing is trimmed (no skin, or all pairs).
-    """
-
-    skin: nl.NeighborSpec
-    capacity: int | None
-
-
-def _trim(nbrs: nl.NeighborList, frac, cell, cutoff: float, capacity: int) -> nl.NeighborList:
-    """The entries of a Verlet list now within ``cutoff``, compacted to ``capacity``
-    (one structure). Many-body potentials cost ~K^2 per atom, so they should not pay
-    for the skin; order is kept, padded entries point at the atom itself."""
-    n = frac.shape[0]
-    positions = frac @ cell
-    vec = positions[nbrs.idx] + jnp.einsum("nka,ab->nkb", nbrs.shift, cell) - positions[:, None]
-    keep = nbrs.mask & (jnp.sum(vec * vec, axis=-1) < cutoff**2)
-    counts = jnp.sum(keep, axis=1)
-    slot = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, capacity)
-    rows = jnp.arange(n)[:, None]
-    idx = jnp.broadcast_to(jnp.arange(n, dtype=nbrs.idx.dtype)[:, None], (n, capacity))
-    idx = idx.at[rows, slot].set(nbrs.idx, mode="drop")
-    shift = jnp.zeros((n, capacity, 3), nbrs.shift.dtype).at[rows, slot].set(nbrs.shift,
-                                                                             mode="drop")
-    count = jnp.max(counts).astype(jnp.int32)
-    return nl.NeighborList(idx=idx, shift=shift,
-                           mask=jnp.arange(capacity)[None, :] < jnp.minimum(counts, capacity)[:, None],
-                           count=count, overflow=nbrs.overflow | (count > capacity),
-                           ref_frac=nbrs.ref_frac, ref_cell=nbrs.ref_cell)
-
-
-class Kernel(NamedTuple):
-    """The compiled functions of one shape (``segment``, ``refill``), and ``blank``,
-    which gives zero-filled :class:`Slots` of the right shapes without compiling."""
-
-    segment: object
-    refill: object
-    blank: object
-
-
-def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
-                  relax_cell: bool, pbc: tuple, batch: int) -> Kernel:
-    spec = lists.skin
-    periodic = any(pbc)
-    cell_dofs = relax_cell and periodic
-    opt = fire(config) if isinstance(config, FireConfig) else lbfgs(config)
-    chunk = max(1, batch // 8)
-
-    def build(frac, cell, mask):
-        return nl.build(spec, frac, cell, mask, pbc)
-
-    def fresh(frac, cell, species, mask, pressure, fmax, smax, max_steps):
-        dtype = frac.dtype
-        dofs = cf.init_dofs(frac, cell, relax_cell=cell_dofs)
-        n_atoms = jnp.sum(mask).astype(dtype)
-        zero = jnp.zeros((), dtype)
-        nbrs = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(build, frac, cell, mask))
-        return Slots(
-            species=species, mask=mask, ref_cell=cell, ref_inv=cf.inv3(cell),
-            n_atoms=n_atoms, pressure=pressure, fmax=fmax, smax=smax, max_steps=max_steps,
-            volume0=jnp.abs(cf.det3(cell)), dofs=dofs, opt=opt.init(dofs), nbrs=nbrs,
-            stale=jnp.bool_(True), steps=jnp.int32(0), live=n_atoms > 0,
-            converged=jnp.bool_(False), failed=jnp.bool_(False), reason=jnp.int32(0),
-            energy=zero, enthalpy=zero, forces=jnp.zeros_like(frac),
-            stress=jnp.zeros((3, 3), dtype), frac=frac, cell=cell,
-            residual=jnp.asarray(jnp.inf, dtype), overflow=jnp.bool_(False),
-            count=jnp.int32(0), count_cut=jnp.int32(0), overflow_cell=cell)
-
-    def geometry(s: Slots) -> cf.Transform:
-        return cf.apply(s.dofs, s.ref_cell, s.ref_inv, s.n_atoms, relax_cell=cell_dofs)
-
-    def refresh(s: Slots, t: cf.Transform) -> Slots:
-        """Rebuild the lists of live slots that need it, ``chunk`` slots at a time."""
-        moved = jax.vmap(lambda n, f, c, m: nl.needs_rebuild(n, f, c, m, cutoff, spec.cutoff))(
-            s.nbrs, t.frac, t.cell, s.mask)
-        need = s.live & (s.stale | moved)
-
-        def body(carry):
-            nbrs, todo = carry
-            idx = jnp.nonzero(todo, size=chunk, fill_value=batch)[0]
-            take = jnp.minimum(idx, batch - 1)
-            new = jax.vmap(build)(t.frac[take], t.cell[take], s.mask[take])
-            nbrs = jax.tree_util.tree_map(lambda o, n: o.at[idx].set(n, mode="drop"), nbrs, new)
-            return nbrs, todo.at[idx].set(False, mode="drop")
-
-        nbrs, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), body, (s.nbrs, need))
-        return s.replace(nbrs=nbrs, stale=s.stale & ~need)
-
-    def one_step(params, s: Slots, t: cf.Transform) -> Slots:
-        nbrs = s.nbrs
-        if lists.capacity is not None:
-            nbrs = _trim(nbrs, t.frac, t.cell, cutoff, lists.capacity)
-        res = evaluate_with(potential, params, t.frac, t.cell, s.species, s.mask, nbrs, pbc)
-        g = cf.generalized_forces(t, res.forces, res.stress, s.pressure, s.n_atoms,
-                                  relax_cell=cell_dofs)
-        h = cf.enthalpy(res.energy, t.cell, s.pressure, periodic=periodic)
-        eye = jnp.eye(3, dtype=h.dtype)
-        residual = cf.row_norm_max(g)
-        max_force = cf.row_norm_max(res.forces)
-        max_stress = jnp.max(jnp.abs(res.stress + s.pressure * eye))
-        by_smax = (max_force < s.fmax) & ((max_stress < s.smax) if cell_dofs else True)
-        # ASE's test on the filter's generalized forces, and the true atomic forces too
-        # (they differ by the deformation gradient), so fmax means what it says.
-        criterion = jnp.where(s.smax > 0, by_smax, (residual < s.fmax) & (max_force < s.fmax))
-
-        volume = jnp.abs(cf.det3(t.cell))
-        collapsed = periodic & ~(volume >= MIN_VOLUME_PER_ATOM * s.n_atoms)
-        exploded = periodic & (volume > MAX_VOLUME_RATIO * s.volume0)
-        finite = (jnp.isfinite(h) & jnp.all(jnp.isfinite(res.forces))
-                  & jnp.all(jnp.isfinite(res.stress)) & jnp.all(jnp.isfinite(g)))
-        reason = jnp.where(~finite, 1, jnp.where(max_force > MAX_FORCE, 2,
-                           jnp.where(collapsed, 3, jnp.where(exploded, 4, 0))))
-        # A collapsed or exploded cell fails even if its neighbor list overflowed.
-        overflow = s.live & res.overflow & ~(collapsed | exploded)
-        evaluated = s.live & ~overflow
-        failed = reason > 0
-        converged = ~failed & criterion
-        done = evaluated & (failed | converged | (s.steps >= s.max_steps))
-        go = evaluated & ~done
-        dofs, opt_state = opt.step(s.opt, s.dofs, g, h, go)
-
-        def upd(new, old):
-            return jnp.where(evaluated, new, old)
-
-        return s.replace(
-            dofs=dofs, opt=opt_state, steps=s.steps + go.astype(jnp.int32),
-            live=s.live & ~done,
-            converged=jnp.where(done, converged, s.converged),
-            failed=jnp.where(done, failed, s.failed),
-            reason=jnp.where(done & failed, reason, s.reason).astype(jnp.int32),
-            energy=upd(res.energy, s.energy), enthalpy=upd(h, s.enthalpy),
-            forces=upd(res.forces, s.forces), stress=upd(res.stress, s.stress),
-            frac=upd(t.frac, s.frac), cell=upd(t.cell, s.cell),
-            residual=upd(residual, s.residual), overflow=s.overflow | overflow,
-            count=jnp.maximum(s.count, jnp.where(s.live, s.nbrs.count, 0)),
-            count_cut=jnp.maximum(s.count_cut, jnp.where(s.live, res.count, 0)),
-            overflow_cell=jnp.where(overflow, t.cell, s.overflow_cell))
-
-    step_all = jax.vmap(one_step, in_axes=(None, 0, 0))
-
-    def segment(params, slots: Slots, n_steps, free_target) -> Slots:
-        TRACE_COUNTS["segment"] += 1
-        with jax.default_matmul_precision("highest"):  # no TF32 geometry on GPUs
-            return _segment(params, slots, n_steps, free_target)
-
-    def _segment(params, slots: Slots, n_steps, free_target) -> Slots:
-        b = slots.live.shape[0]
-        zero = jnp.zeros((b,), jnp.int32)
-        slots = slots.replace(overflow=jnp.zeros((b,), bool), count=zero, count_cut=zero)
-
-        def cond(carry):
-            i, s = carry
-            n_free = jnp.sum(~s.live)
-            return (i < n_steps) & jnp.any(s.live) & ~jnp.any(s.overflow) & (n_free < free_target)
-
-        def body(carry):
-            i, s = carry
-            t = jax.vmap(geometry)(s)
-            s = refresh(s, t)
-            return i + 1, step_all(params, s, t)
-
-        return jax.lax.while_loop(cond, body, (jnp.int32(0), slots))[1]
-
-    def refill(slots: Slots, select, frac, cell, species, mask, pressure, fmax, smax,
-               max_steps) -> Slots:
-        TRACE_COUNTS["refill"] += 1
-        with jax.default_matmul_precision("highest"):
-            new = jax.vmap(fresh)(frac, cell, species, mask, pressure, fmax, smax, max_steps)
-
-        def pick(a, b):
-            return jnp.where(select.reshape(select.shape + (1,) * (a.ndim - 1)), a, b)
-
-        return jax.tree_util.tree_map(pick, new, slots)
-
-    def blank(*args) -> Slots:
-        shapes = jax.eval_shape(jax.vmap(fresh), *args)
-        return jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-
-    return Kernel(segment=jax.jit(segment), refill=jax.jit(refill), blank=blank)
 
 
 # --- caches keyed by the potential object (weakly: a dead potential frees its entries) ---
