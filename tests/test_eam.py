@@ -27,26 +27,7 @@ needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None,
 evaluate = jax.jit(jcsp.evaluate_population, static_argnums=(0, 3))
 
 
-def random_crystal(rng, n, volume_per_atom, min_dist, *, thin=False):
-    """Random triclinic cell (lammps_ref.random_cell) with atoms at least ``min_dist``
-    apart over all periodic images, placed by vectorised rejection sampling."""
-    for _ in range(100):
-        cell = lammps_ref.random_cell(rng, n, volume_per_atom, thin=thin)
-        reach = np.ceil(min_dist * np.linalg.norm(np.linalg.inv(cell), axis=0)).astype(int)
-        grid = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1)
-        images = grid.reshape(-1, 3) @ cell
-        lengths = np.linalg.norm(images, axis=1)
-        if np.min(lengths[lengths > 0]) < min_dist:
-            continue
-        pos = np.zeros((0, 3))
-        for _ in range(20000):
-            trial = rng.uniform(size=3) @ cell
-            d = trial - pos[:, None, :] - images[None, :, :]
-            if pos.shape[0] == 0 or np.sqrt(np.min(np.sum(d * d, -1))) >= min_dist:
-                pos = np.vstack([pos, trial])
-                if len(pos) == n:
-                    return cell, pos
-    raise RuntimeError("could not place atoms")
+random_crystal = lammps_ref.random_crystal
 
 
 def relerr(a, b):
