@@ -71,6 +71,9 @@ from .kernel import (MAX_FORCE, MAX_VOLUME_RATIO, MIN_VOLUME_PER_ATOM, REASONS, 
 
 #: Atoms per batch the automatic batch size aims for.
 TARGET_ATOMS = 4096
+#: Batches at least this wide are repacked into narrower ones once the queue is empty
+#: and three quarters of their slots are done (the slow tail of a population).
+MIN_SHRINK = 64
 #: Default Verlet skin: this fraction of the potential's cutoff, at most MAX_SKIN Å.
 #: A wider skin means fewer list rebuilds and more (masked) pairs per evaluation.
 SKIN_FRACTION = 0.25
@@ -441,6 +444,8 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
         free_target = batch + 1
         if queue:
             free_target = int((holder < 0).sum()) + min(len(queue), max(1, batch // 8))
+        elif batch >= MIN_SHRINK:  # stop when the tail is thin enough to repack
+            free_target = batch - batch // 4
         slots = kernel.segment(params, slots, steps_per_segment, free_target)
         overflow = np.asarray(slots.overflow)
         if overflow.any():  # grow the lists; a new skin spec means every slot rebuilds
@@ -467,6 +472,17 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
             bar.update(finished.size)
         if queue and (holder < 0).any():
             slots = fill(slots)
+        occupied = np.nonzero(holder >= 0)[0]
+        if not queue and batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
+            # The tail: a few slow structures would keep a wide batch busy. Repack them
+            # into a narrower batch (its own compiled shape, cached like any other).
+            narrow = max(MIN_SHRINK // 4, 1 << int(np.ceil(np.log2(2 * occupied.size))))
+            keep = np.concatenate([occupied, np.nonzero(holder < 0)[0]])[:narrow]
+            slots = jax.tree_util.tree_map(lambda x: x[keep], slots)
+            holder = holder[keep]
+            batch = narrow
+            kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc,
+                             dtype)
 
 
 def _restale(slots: Slots, spec, pbc) -> Slots:
