@@ -18,7 +18,7 @@ from .neighbors import NeighborList
 
 Array = jax.Array
 
-#: Length (Å) of the placeholder vector on padded edges.
+#: Length (Å) of the stand-in vector stored on padded edges.
 FAR = 1.0e4
 
 
