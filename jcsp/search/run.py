@@ -413,26 +413,26 @@ def _plots(result: SearchResult, out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    paths = []
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(np.arange(1, len(result.history) + 1), result.history)
-    ax.set_xlabel("relaxations")
-    ax.set_ylabel("best enthalpy per atom (eV)")
-    fig.tight_layout()
-    fig.savefig(out / "best_vs_relaxations.png", dpi=120)
-    plt.close(fig)
-    paths.append(out / "best_vs_relaxations.png")
+    def save(name, draw, xlabel, ylabel):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        draw(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return out / name
+
+    paths = [save("best_vs_relaxations.png",
+                  lambda ax: ax.plot(np.arange(1, len(result.history) + 1), result.history),
+                  "relaxations", "best enthalpy per atom (eV)")]
     crystals = [a for a in result.structures if a.pbc.all()]
     if crystals:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.scatter([a.info["volume"] / len(a) for a in crystals],
-                   [a.info["enthalpy"] / len(a) for a in crystals], s=10)
-        ax.set_xlabel("volume per atom (Å³)")
-        ax.set_ylabel("enthalpy per atom (eV)")
-        fig.tight_layout()
-        fig.savefig(out / "enthalpy_vs_volume.png", dpi=120)
-        plt.close(fig)
-        paths.append(out / "enthalpy_vs_volume.png")
+        paths.append(save(
+            "enthalpy_vs_volume.png",
+            lambda ax: ax.scatter([a.info["volume"] / len(a) for a in crystals],
+                                  [a.info["enthalpy"] / len(a) for a in crystals], s=10),
+            "volume per atom (Å³)", "enthalpy per atom (eV)"))
     return paths
 
 
