@@ -250,19 +250,68 @@ def random_crystals(counts: Mapping[str, int], n: int, *, seed=0, groups=None,
     return out
 
 
+def cluster_groups(counts: Mapping[str, int], symmetry) -> list[str]:
+    """Point groups random clusters are drawn from, for ``symmetry`` = True (every group
+    of :data:`.pointgroup.GROUPS` that can hold the counts) or a list of Schoenflies
+    symbols (the feasible ones among them).
+
+    Raises:
+      ValueError: an unknown symbol, or no group that can hold the counts.
+    """
+    from . import pointgroup
+
+    if symmetry is True:
+        names = list(pointgroup.GROUPS)
+    elif isinstance(symmetry, str):
+        names = [symmetry]
+    else:
+        names = list(symmetry)
+    for name in names:
+        pointgroup.operations(name)  # ValueError for unknown symbols
+    usable = [g for g in names if pointgroup.feasible(g, list(counts.values()))]
+    if not usable:
+        raise ValueError(f"no point group among {names} has orbits adding up to "
+                         f"{dict(counts)}; allow more groups or change the counts")
+    return usable
+
+
 def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float = 0.6,
-                    min_separation: float = MIN_SEPARATION) -> list[Atoms]:
+                    min_separation: float = MIN_SEPARATION, symmetry=None) -> list[Atoms]:
     """``n`` random clusters: points uniform in a sphere, rejected when too close.
 
     The sphere radius packs the atoms' covalent spheres at packing fraction
     ``density`` / 2 (loose, so relaxation has room to find compact shapes).
+
+    Args:
+      counts: species -> count.
+      n: number of clusters.
+      seed: int seed or numpy Generator.
+      density: twice the packing fraction of the sphere the atoms are drawn in.
+      min_separation: minimum distance as a fraction of summed covalent radii.
+      symmetry: None or False: no symmetry. True: each cluster gets a random point group
+        among all those of :mod:`.pointgroup` (the 32 crystallographic ones, I and Ih)
+        that can hold the counts; a list of Schoenflies symbols (``["Td", "Oh"]``):
+        a random one of those. Atoms are placed on orbits of the group (general
+        positions, axes, mirror planes, the centre) like Wyckoff sets of a crystal, and
+        ``info["generator_pointgroup"]`` names the group.
+
+    Raises:
+      ValueError: unknown point groups or none that can hold the counts.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     symbols = [s for s, c in counts.items() for _ in range(c)]
     radii = np.array([radius(s) for s in symbols])
     r_sphere = (np.sum(radii**3) / (density / 2)) ** (1 / 3)
+    groups = cluster_groups(counts, symmetry) if symmetry not in (None, False) else None
     out = []
     while len(out) < n:
+        if groups is not None:
+            atoms = _symmetric_cluster(counts, groups, rng, r_sphere, min_separation)
+            if atoms is not None:
+                out.append(atoms)
+                continue
+            r_sphere *= 1.05  # too tight for the orbits drawn: loosen and try again
+            continue
         pos = np.zeros((0, 3))
         for k in range(len(symbols)):
             for _ in range(10000):
@@ -281,6 +330,22 @@ def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float
             atoms.info["labels"] = list(symbols)
             out.append(atoms)
     return out
+
+
+def _symmetric_cluster(counts, groups, rng, r_sphere, min_separation) -> Atoms | None:
+    from . import pointgroup
+
+    group = groups[rng.integers(len(groups))]
+    placed = pointgroup.random_symmetric_cluster(
+        counts, group, rng, radius=r_sphere, radii={s: radius(s) for s in counts},
+        min_separation=min_separation, tries=5)
+    if placed is None:
+        return None
+    pos, symbols = placed
+    atoms = Atoms(numbers=[species_number(s) for s in symbols], positions=pos, pbc=False)
+    atoms.info["labels"] = list(symbols)
+    atoms.info["generator_pointgroup"] = group
+    return atoms
 
 
 def _describe(groups) -> str:
