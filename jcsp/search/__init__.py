@@ -1,6 +1,6 @@
 """Structure search: random symmetric structures (Wyckoff sets from spglib), fingerprints,
-the archive of unique structures, convex hulls, the resumable run database and the
-search drivers.
+the archive of unique structures, convex hulls, the resumable run database, the
+search drivers and variable-composition searches of binaries.
 
 The package is callable: ``jcsp.search(composition, potential, ...)`` is
 :func:`jcsp.search.run.search`, while ``jcsp.search.Archive`` and the submodules stay
@@ -17,13 +17,15 @@ from .fingerprint import FingerprintSpec, cosine_distance, default_spec, fingerp
 from .generate import parse_composition, random_clusters, random_crystals
 from .hull import Hull, annotate, convex_hull
 from .run import ALGORITHMS, SearchResult, search
+from .variable import VariableResult, plot_hull, variable_composition
 
 __all__ = [
     "ALGORITHMS", "AddResult", "Archive", "FingerprintSpec", "Hull", "ResumeError",
     "SearchResult", "annotate", "search",
     "convex_hull", "cosine_distance", "default_spec", "fingerprints", "has", "make_uid",
     "open_run", "pair_weights", "parse_composition", "random_clusters", "random_crystals",
-    "read_all", "run_config", "write_structure", "written_uids",
+    "read_all", "run_config", "write_structure", "written_uids", "VariableResult",
+    "plot_hull", "variable_composition",
 ]
 
 

@@ -95,7 +95,7 @@ def options_from(cls, options: Mapping[str, Any] | None, algorithm: str):
 class Session:
     """One search run: candidate generation, batched relaxation, database, archive.
 
-    Drivers use :meth:`rng`, :meth:`random_structures`, :meth:`evaluate`,
+    Drivers use :meth:`rng`, :meth:`random_structures`, :meth:`evaluate`, :meth:`atom_energies`,
     :attr:`remaining`, :attr:`done`, :attr:`counts`, :attr:`cluster` and
     :attr:`length`; everything else is bookkeeping.
     """
@@ -103,12 +103,14 @@ class Session:
     def __init__(self, *, counts: dict[str, int], potential: Potential, driver: str,
                  budget: int, seed: int, pressure: float, cluster: bool, groups,
                  volume, population: int, fmax: float, max_steps: int, db=None,
-                 target: float | None = None, progress: bool = False):
+                 target: float | None = None, progress: bool = False,
+                 cluster_symmetry=None):
         self.counts, self.potential, self.driver = counts, potential, driver
         self.budget, self.seed, self.pressure = budget, seed, pressure
         self.cluster, self.groups, self.volume = cluster, groups, volume
         self.population, self.fmax, self.max_steps = population, fmax, max_steps
         self.target, self.db = target, db
+        self.cluster_symmetry = cluster_symmetry
         self.symbols = [s for s, c in counts.items() for _ in range(c)]
         self.n_atoms = len(self.symbols)
         #: Å, typical nearest-neighbour distance (sum of covalent radii, count-weighted).
@@ -122,6 +124,8 @@ class Session:
         self.n_batches = 0
         self.slots_used = 0
         self._best = math.inf
+        self._calc = None
+        self._atom_energies: dict[str, np.ndarray] = {}
         self._bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -148,7 +152,8 @@ class Session:
         if n <= 0:
             return []
         if self.cluster:
-            return generate.random_clusters(self.counts, n, seed=rng)
+            return generate.random_clusters(self.counts, n, seed=rng,
+                                            symmetry=self.cluster_symmetry)
         return generate.random_crystals(self.counts, n, seed=rng, groups=self.groups,
                                         volume=self.volume)
 
@@ -207,6 +212,23 @@ class Session:
             self._bar.set_postfix(best=f"{self._best:.5f} eV/atom")
         return relaxed
 
+    def atom_energies(self, atoms: Atoms) -> np.ndarray:
+        """[N] per-atom energies (eV) of a structure under the search's potential
+        (cached by uid; used by moves that rebuild the worst-bound atoms)."""
+        uid = atoms.info.get("uid")
+        if uid is not None and uid in self._atom_energies:
+            return self._atom_energies[uid]
+        if self._calc is None:
+            from ..calculator import JCSPCalculator
+            self._calc = JCSPCalculator(self.potential)
+        probe = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
+                      pbc=atoms.pbc)
+        probe.calc = self._calc
+        energies = np.array(probe.get_potential_energies(), float)
+        if uid is not None:
+            self._atom_energies[uid] = energies
+        return energies
+
     @staticmethod
     def fitness(atoms: Atoms) -> float:
         """Enthalpy per atom (eV/atom); +inf for failed relaxations."""
@@ -246,7 +268,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
            groups: Sequence[int] | None = None, volume: float | None = None,
            population: int | None = None, fmax: float = 0.01, max_steps: int = 2000,
            target: float | None = None, options: Mapping[str, Any] | None = None,
-           n_best: int = 10, progress: bool = False) -> SearchResult:
+           n_best: int = 10, progress: bool = False,
+           cluster_symmetry: bool | Sequence[str] | None = None) -> SearchResult:
     """Search for the lowest-enthalpy structures of a composition.
 
     Args:
@@ -275,6 +298,9 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
       options: driver settings (see each driver's ``Config``); unknown keys fail.
       n_best: number of best structures written to ``out``.
       progress: show a progress bar over relaxations.
+      cluster_symmetry: random clusters with point-group symmetry: True (a random
+        feasible group of :data:`jcsp.search.pointgroup.GROUPS` for each start) or a
+        list of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``; None: no symmetry.
 
     Returns:
       A :class:`SearchResult`.
@@ -306,7 +332,15 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
     if cluster:
         if groups is not None:
             raise ValueError("groups (space groups) apply to crystals, not clusters")
+        if cluster_symmetry not in (None, False):
+            cluster_symmetry = generate.cluster_groups(counts, cluster_symmetry)
+        else:
+            cluster_symmetry = None
     else:
+        if cluster_symmetry not in (None, False):
+            raise ValueError("cluster_symmetry applies to clusters; crystals take space "
+                             "groups (groups=)")
+        cluster_symmetry = None
         if potential.cutoff is None:
             raise ValueError(f"{potential!r} has no cutoff (all pairs): it only works for "
                              "clusters; pass cluster=True or give the potential a cutoff")
@@ -329,6 +363,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
               "population": population, "fmax": fmax, "max_steps": max_steps,
               "potential": repr(potential), "options": dict(options or {}),
               "budget": budget, "target": target}
+    if cluster_symmetry is not None:
+        record["cluster_symmetry"] = list(cluster_symmetry)
     db = None
     if out is not None:
         out = Path(out)
@@ -336,7 +372,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
     session = Session(counts=counts, potential=potential, driver=algorithm, budget=budget,
                       seed=seed, pressure=pressure, cluster=bool(cluster), groups=groups,
                       volume=volume, population=population, fmax=fmax,
-                      max_steps=max_steps, db=db, target=target, progress=progress)
+                      max_steps=max_steps, db=db, target=target, progress=progress,
+                      cluster_symmetry=cluster_symmetry)
     try:
         run_driver(session, config)
     finally:
