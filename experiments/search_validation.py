@@ -10,8 +10,15 @@ A 101, 5111 (1997)); Si8 diamond with Stillinger-Weber, -4.33660 eV/atom; Cu4 fc
 Na4Cl4 rock salt: the relaxed reference structures (built with ASE, relaxed by
 ``jcsp.relax`` with the same potential).
 
-Not run in CI (slow). Example (small settings):
-  python experiments/search_validation.py --seeds 3 --budget 400 --systems LJ13 LJ19 Si8
+Rows: ``basin`` is plain basin hopping (Wales & Doye; every atom displaced), the
+baseline; ``basin-surface`` is basin hopping with surface moves of the highest-energy
+atoms; then random search, GA, PSO, minima hopping and simulated annealing. Cluster
+starts have random point-group symmetry (the default of ``jcsp.search``);
+``--no-symmetry`` uses plain random points instead. A markdown summary ends the output.
+
+Not run in CI (slow). Examples:
+  python experiments/search_validation.py --quick          # a few minutes
+  python experiments/search_validation.py --systems LJ13 LJ19 LJ26 LJ31 LJ38 --seeds 5
 """
 
 from __future__ import annotations
@@ -58,46 +65,99 @@ def systems() -> dict:
     return out
 
 
-def run(args) -> None:
+#: row name -> (algorithm, driver options, extra search keywords)
+VARIANTS = {
+    "basin": ("basin", {}, {}),                                   # the baseline
+    "basin-surface": ("basin", {"move": "surface"}, {}),
+    "random": ("random", {}, {}),
+    "ga": ("ga", {}, {}),
+    "pso": ("pso", {}, {}),
+    "minima": ("minima", {}, {}),
+    "anneal": ("anneal", {}, {}),
+}
+
+
+def run(args) -> dict:
+    """Runs every (system, variant, seed); prints a table per system as it goes and
+    returns {system: {variant: [relaxations to first hit or None per seed]}}."""
     table = systems()
+    summary: dict = {}
     for name in args.systems:
         composition, potential, kwargs, target = table[name]
-        print(f"\n{name}: target {target:.6f} eV/atom, budget {args.budget}, "
+        kwargs = dict(kwargs)
+        cluster = kwargs.get("cluster", False)
+        if cluster and args.no_symmetry:
+            kwargs["cluster_symmetry"] = False
+        budget = args.budget if cluster else args.crystal_budget
+        print(f"\n{name}: target {target:.6f} eV/atom, budget {budget}, "
               f"seeds {args.seeds}, population {args.population}")
-        print(f"{'algorithm':>9}  {'success':>7}  {'median hit':>10}  {'median s':>8}  "
+        print(f"{'algorithm':>13}  {'success':>7}  {'median hit':>10}  {'median s':>8}  "
               f"{'vs basin':>8}  hits")
         baseline = None
-        for algorithm in args.algorithms:
+        summary[name] = {}
+        for variant in args.algorithms:
+            algorithm, options, extra = VARIANTS[variant]
             hits, times = [], []
             for seed in range(args.seeds):
                 start = time.perf_counter()
                 res = jcsp.search(composition, potential, algorithm=algorithm,
-                                  budget=args.budget, seed=seed, target=target,
-                                  population=args.population, **kwargs)
+                                  budget=budget, seed=seed, target=target,
+                                  population=args.population, options=options,
+                                  **kwargs, **extra)
                 times.append(time.perf_counter() - start)
                 hits.append(res.first_hit(target, tol=args.tol))
+            summary[name][variant] = hits
             found = [h for h in hits if h is not None]
             median = statistics.median(found) if found else None
-            if algorithm == "basin":
+            if variant == "basin":
                 baseline = median
             ratio = (f"{median / baseline:8.2f}" if median and baseline else f"{'-':>8}")
-            print(f"{algorithm:>9}  {len(found):>3}/{args.seeds:<3}  "
+            print(f"{variant:>13}  {len(found):>3}/{args.seeds:<3}  "
                   f"{median if median is not None else '-':>10}  "
                   f"{statistics.median(times):8.1f}  {ratio}  {hits}", flush=True)
+    return summary
+
+
+def markdown(summary: dict, seeds: int) -> str:
+    """The summary as a markdown table: success over seeds and median relaxations to
+    the first hit, systems as rows, algorithms as columns (basin first)."""
+    variants = list(next(iter(summary.values())))
+    head = ["system"] + [v + (" (baseline)" if v == "basin" else "") for v in variants]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rows in summary.items():
+        cells = [name]
+        for v in variants:
+            found = [h for h in rows[v] if h is not None]
+            med = statistics.median(found) if found else None
+            cells.append(f"{len(found)}/{seeds}, {med:g}" if found else f"0/{seeds}, -")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", nargs="+", default=["LJ13", "LJ19", "LJ26", "LJ31",
                                                          "LJ38", "Si8", "Cu4", "Na4Cl4"])
-    parser.add_argument("--algorithms", nargs="+",
-                        default=["basin", "random", "ga", "pso", "minima", "anneal"])
+    parser.add_argument("--algorithms", nargs="+", choices=list(VARIANTS),
+                        default=list(VARIANTS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--budget", type=int, default=2000,
+                        help="relaxations per cluster search")
+    parser.add_argument("--crystal-budget", type=int, default=400,
+                        help="relaxations per crystal search")
     parser.add_argument("--population", type=int, default=16)
     parser.add_argument("--tol", type=float, default=1e-4,
                         help="eV/atom tolerance of a hit")
-    run(parser.parse_args())
+    parser.add_argument("--no-symmetry", action="store_true",
+                        help="plain random cluster starts (cluster_symmetry=False)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few minutes: LJ13, LJ19 and Si8, 2 seeds, budgets 96/32")
+    args = parser.parse_args()
+    if args.quick:
+        args.systems, args.seeds, args.budget, args.crystal_budget = (
+            ["LJ13", "LJ19", "Si8"], 2, 96, 32)
+    summary = run(args)
+    print("\n" + markdown(summary, args.seeds))
 
 
 if __name__ == "__main__":

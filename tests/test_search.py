@@ -44,7 +44,7 @@ def test_lj13_random_search_reaches_icosahedron():
 def test_lj13_basin_hopping_walkers_reach_icosahedron():
     # 4 walkers: the random starts miss the minimum, a later hop finds it
     res = jcsp.search("LJ13", LJ, algorithm="basin", budget=64, cluster=True, seed=0,
-                      population=4)
+                      population=4, cluster_symmetry=False)
     _check_result(res, 64)
     assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
     assert res.first_hit(LJ13 / 13) > 4  # found by hopping, not by a starting structure
@@ -110,7 +110,7 @@ def _no_relax(*args, **kwargs):
 def test_ga_reaches_lj19_double_icosahedron():
     # LJ19 (CCD: -72.659782); random starts alone rarely give it within a few batches
     res = jcsp.search("LJ19", LJ, algorithm="ga", budget=96, cluster=True, seed=0,
-                      population=16, target=-72.659782 / 19)
+                      population=16, target=-72.659782 / 19, cluster_symmetry=False)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16  # found by the evolution, after gen 0
     assert res.best.info["parents"]
@@ -143,7 +143,7 @@ def test_operators_keep_composition():
 
 def test_pso_reaches_lj19():
     res = jcsp.search("LJ19", LJ, algorithm="pso", budget=80, cluster=True, seed=0,
-                      population=16, target=-72.659782 / 19)
+                      population=16, target=-72.659782 / 19, cluster_symmetry=False)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16
 
@@ -173,7 +173,7 @@ def test_annealing_reaches_lj13():
 
 def test_minima_hopping_reaches_lj19():
     res = jcsp.search("LJ19", LJ, algorithm="minima", budget=48, cluster=True, seed=0,
-                      population=16, target=-72.659782 / 19)
+                      population=16, target=-72.659782 / 19, cluster_symmetry=False)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16  # after the random starts
 

@@ -16,7 +16,7 @@ ORDERS = {"C1": 1, "Ci": 2, "C2": 2, "Cs": 2, "C2h": 4, "D2": 4, "C2v": 4, "D2h"
           "C4": 4, "S4": 4, "C4h": 8, "D4": 8, "C4v": 8, "D2d": 8, "D4h": 16, "C3": 3,
           "S6": 6, "D3": 6, "C3v": 6, "D3d": 12, "C6": 6, "C3h": 6, "C6h": 12, "D6": 12,
           "C6v": 12, "D3h": 12, "D6h": 24, "T": 12, "Th": 24, "O": 24, "Td": 24, "Oh": 48,
-          "I": 60, "Ih": 120}
+          "C5": 5, "C5v": 10, "C5h": 10, "D5": 10, "D5h": 20, "D5d": 20, "I": 60, "Ih": 120}
 # Hermann-Mauguin symbols spglib reports.
 HM = {"Oh": "m-3m", "Td": "-43m", "D4h": "4/mmm", "C2v": "mm2", "Th": "m-3", "D2": "222",
       "C3v": "3m", "D6h": "6/mmm", "D3h": "-6m2"}
@@ -47,7 +47,8 @@ def test_groups_are_closed_orthogonal_and_of_the_right_order():
     assert sum(np.linalg.det(pg.operations("Td")) < 0) == 12
 
 
-@pytest.mark.parametrize("group", ["Oh", "Td", "Ih", "D6h", "C2v", "D3h", "S4", "C3"])
+@pytest.mark.parametrize("group", ["Oh", "Td", "Ih", "D6h", "C2v", "D3h", "S4", "C3", "D5h",
+                                   "C5v"])
 def test_generated_clusters_are_mapped_onto_themselves(group):
     xs = gen.random_clusters({"LJ": 26}, 2, seed=4, symmetry=[group]) if \
         pg.feasible(group, [26]) else gen.random_clusters({"LJ": 13}, 2, seed=4,
@@ -100,4 +101,4 @@ def test_symmetric_search_and_errors():
         jcsp.search("LJ14", lj, cluster=True, cluster_symmetry=["Ih"])
     with pytest.raises(ValueError, match="applies to clusters"):
         jcsp.search("Si8", jcsp.potentials.LennardJones(1.0, 1.0, 3.0),
-                    cluster_symmetry=True)
+                    cluster_symmetry=["Oh"])

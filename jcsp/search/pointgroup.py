@@ -4,8 +4,10 @@ The 32 crystallographic point groups are read off spglib's space-group database:
 rotation parts of a symmorphic primitive space group of each point group (for example
 ``Oh`` from Pm-3m, No. 221), turned into Cartesian matrices with the group's
 conventional lattice (hexagonal axes for the trigonal and hexagonal groups). The
-icosahedral groups ``I`` (order 60) and ``Ih`` (120), which no crystal has, are the
-closure of a five-fold and a three-fold rotation of the icosahedron with vertices
+five-fold groups of decahedra (``C5``, ``C5v``, ``C5h``, ``D5``, ``D5h``, ``D5d``) and
+the icosahedral groups ``I`` (order 60) and ``Ih`` (120), which no crystal has, are the
+closures of a five-fold rotation about z with two-fold axes or mirrors through x, and
+of a five-fold and a three-fold rotation of the icosahedron with vertices
 ``(0, ±1, ±phi)`` and cyclic permutations (and the inversion, for ``Ih``).
 
 A symmetric cluster is a union of orbits, like the Wyckoff sets of a crystal: a point
@@ -39,8 +41,11 @@ CRYSTALLOGRAPHIC = {
     "C6h": 175, "D6": 177, "C6v": 183, "D3h": 187, "D6h": 191,
     "T": 195, "Th": 200, "O": 207, "Td": 215, "Oh": 221,
 }
+#: Non-crystallographic groups: the five-fold axial groups (the symmetries of
+#: decahedral clusters) and the icosahedral ones.
+FIVEFOLD = ("C5", "C5v", "C5h", "D5", "D5h", "D5d")
 #: Every point group this module knows, crystallographic ones first.
-GROUPS = tuple(CRYSTALLOGRAPHIC) + ("I", "Ih")
+GROUPS = tuple(CRYSTALLOGRAPHIC) + FIVEFOLD + ("I", "Ih")
 _TOL = 1e-8
 
 
@@ -70,6 +75,13 @@ def _rotation(axis, angle: float) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _operations(name: str) -> np.ndarray:
+    if name in FIVEFOLD:  # five-fold axis along z, two-fold axes / mirrors through x
+        c5 = _rotation([0.0, 0.0, 1.0], 2 * np.pi / 5)
+        extra = {"C5": [], "C5v": [np.diag([1.0, -1.0, 1.0])],
+                 "C5h": [np.diag([1.0, 1.0, -1.0])], "D5": [np.diag([1.0, -1.0, -1.0])],
+                 "D5h": [np.diag([1.0, -1.0, -1.0]), np.diag([1.0, 1.0, -1.0])],
+                 "D5d": [np.diag([1.0, -1.0, -1.0]), -np.eye(3)]}[name]
+        return _closure([c5] + extra)
     if name in ("I", "Ih"):
         phi = (1 + 5**0.5) / 2
         gens = [_rotation([0.0, 1.0, phi], 2 * np.pi / 5), _rotation([1.0, 1.0, 1.0],
@@ -295,5 +307,5 @@ def _place(plan, kinds, ops, rng, radius, radii, min_separation, site_tries):
     return pos, symbols
 
 
-__all__ = ["GROUPS", "CRYSTALLOGRAPHIC", "SiteKind", "operations", "orbit", "site_kinds",
+__all__ = ["GROUPS", "CRYSTALLOGRAPHIC", "FIVEFOLD", "SiteKind", "operations", "orbit", "site_kinds",
            "split_count", "feasible", "random_symmetric_cluster"]

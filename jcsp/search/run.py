@@ -269,7 +269,7 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
            population: int | None = None, fmax: float = 0.01, max_steps: int = 2000,
            target: float | None = None, options: Mapping[str, Any] | None = None,
            n_best: int = 10, progress: bool = False,
-           cluster_symmetry: bool | Sequence[str] | None = None) -> SearchResult:
+           cluster_symmetry: bool | Sequence[str] | None = True) -> SearchResult:
     """Search for the lowest-enthalpy structures of a composition.
 
     Args:
@@ -298,9 +298,11 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
       options: driver settings (see each driver's ``Config``); unknown keys fail.
       n_best: number of best structures written to ``out``.
       progress: show a progress bar over relaxations.
-      cluster_symmetry: random clusters with point-group symmetry: True (a random
-        feasible group of :data:`jcsp.search.pointgroup.GROUPS` for each start) or a
-        list of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``; None: no symmetry.
+      cluster_symmetry: random clusters with point-group symmetry, as random crystals
+        have space-group symmetry: True (default; a random feasible group of
+        :data:`jcsp.search.pointgroup.GROUPS`, C1 included, for each start), a list
+        of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``, or False / None for
+        plain random points in a sphere. Ignored for crystals unless set explicitly.
 
     Returns:
       A :class:`SearchResult`.
@@ -337,7 +339,7 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
         else:
             cluster_symmetry = None
     else:
-        if cluster_symmetry not in (None, False):
+        if cluster_symmetry not in (None, False, True):
             raise ValueError("cluster_symmetry applies to clusters; crystals take space "
                              "groups (groups=)")
         cluster_symmetry = None

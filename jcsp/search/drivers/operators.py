@@ -7,7 +7,9 @@ keep ``pbc`` all true, clusters all false.
 References: Deaven & Ho, PRL 75, 288 (1995) (cut-and-splice through a plane for
 clusters); Oganov & Glass, J. Chem. Phys. 124, 244704 (2006) (slab heredity for
 crystals, lattice mutation, permutation); Wales & Doye, J. Phys. Chem. A 101, 5111
-(1997) (random displacements of basin hopping).
+(1997) (random displacements of basin hopping); Deaven & Ho 1995, Locatelli & Schoen,
+Comput. Optim. Appl. 26, 173 (2003) and Cheng et al., J. Phys. Chem. A 113, 9309 (2009)
+(moving the highest-energy, least-coordinated atoms to surface sites).
 """
 
 from __future__ import annotations
@@ -134,6 +136,79 @@ def cut_and_splice(a: Atoms, b: Atoms, rng: np.random.Generator) -> Atoms:
     return _fresh(a, numbers, frac=frac, cell=cell)
 
 
+def surface_site(positions: np.ndarray, direction: np.ndarray, length: float) -> np.ndarray:
+    """Where an atom coming in from infinity along ``direction`` (through the centre of
+    ``positions``) first touches one of them at distance ``length`` (Å): a site on the
+    cluster's surface in that direction.
+
+    Args:
+      positions: [M, 3] Å, centred near the origin; direction: [3] (normalised here).
+    """
+    u = direction / np.linalg.norm(direction)
+    along = positions @ u
+    perp2 = np.sum(positions**2, axis=1) - along**2
+    touch = perp2 < length**2
+    if not touch.any():  # the ray misses every atom: dock next to the nearest one
+        k = int(np.argmin(perp2))
+        return positions[k] + length * u
+    t = np.max(along[touch] + np.sqrt(length**2 - perp2[touch]))
+    return t * u
+
+
+def relocate(atoms: Atoms, rng: np.random.Generator, energies: np.ndarray, count: int,
+             length: float) -> Atoms:
+    """Surface move: the ``count`` atoms of highest energy moved to new sites.
+
+    Picks ``count`` atoms, each drawn with probability rising with its energy (the
+    highest-energy atom is the most likely; weights ``exp((e - max e) / spread)`` with
+    ``spread`` the standard deviation of ``energies``), and moves them one at a time:
+    clusters to a surface site in a random direction (:func:`surface_site`), crystals
+    to the emptiest of 64 random points of the cell (largest distance to every other
+    atom). Low-energy atoms stay where they are, so a good core is kept while the
+    badly bound surface is rebuilt (Locatelli & Schoen 2003 move the highest-energy
+    atom; Cheng et al. 2009 the least-coordinated ones).
+
+    Args:
+      energies: [N] per-atom energies of ``atoms`` (eV), e.g. from
+        :meth:`jcsp.search.run.Session.atom_energies`.
+      count: number of atoms moved (clipped to 1..N-1).
+      length: bond length, Å.
+    """
+    n = len(atoms)
+    count = int(np.clip(count, 1, max(n - 1, 1)))
+    e = np.asarray(energies, float)
+    spread = max(float(np.std(e)), 1e-12)
+    w = np.exp((e - e.max()) / spread)
+    chosen = rng.choice(n, size=count, replace=False, p=w / w.sum())
+    if not atoms.pbc.all():
+        pos = atoms.positions - atoms.positions.mean(0)
+        keep = np.setdiff1d(np.arange(n), chosen)
+        placed = pos[keep]
+        new = pos.copy()
+        for i in chosen:
+            site = surface_site(placed - placed.mean(0), rng.normal(size=3), length)
+            new[i] = site + placed.mean(0)
+            placed = np.vstack([placed, new[i]])
+        return _fresh(atoms, atoms.numbers, positions=new - new.mean(0))
+    frac = atoms.get_scaled_positions()
+    cell = atoms.cell[:]
+    for i in chosen:
+        others = np.delete(frac, i, axis=0)
+        trial = rng.uniform(0.0, 1.0, (64, 3))
+        d = _periodic_distances(trial, others, cell).min(1)
+        frac[i] = trial[int(np.argmax(d))]
+    return _fresh(atoms, atoms.numbers, frac=frac)
+
+
+def _periodic_distances(a: np.ndarray, b: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] shortest distances (Å) over the 27 nearest images."""
+    shifts = np.array(list(np.ndindex(3, 3, 3)), float) - 1.0
+    d = a[:, None] - b[None]
+    d -= np.round(d)
+    vec = (d[:, :, None, :] + shifts) @ cell
+    return np.linalg.norm(vec, axis=-1).min(-1)
+
+
 def min_distance(atoms: Atoms) -> float:
     """Shortest interatomic distance, Å (periodic images included for crystals)."""
     if len(atoms) < 2 and not atoms.pbc.all():
@@ -163,4 +238,4 @@ def sane(atoms: Atoms, length: float, factor: float = 0.5) -> bool:
 
 
 __all__ = ["strain", "displace", "rattle", "permute", "cut_and_splice", "min_distance",
-           "sane", "random_strain"]
+           "sane", "random_strain", "relocate", "surface_site"]
