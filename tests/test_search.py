@@ -200,3 +200,43 @@ def test_cli_search_bad_input_is_one_line(argv, capsys):
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and "Traceback" not in err[0]
+
+
+def test_surface_move_relocates_the_worst_bound_atoms():
+    """Relocate: the adatom of LJ14 (icosahedron + 1, highest per-atom energy by far)
+    is the atom most often moved; it lands touching the cluster at one bond length and
+    every other atom keeps its place."""
+    from ase.build import molecule  # noqa: F401  (ase import check)
+    from jcsp.calculator import JCSPCalculator
+    from jcsp.search.drivers import operators as ops
+    from jcsp.search.generate import random_clusters
+    ico = jcsp.relax(random_clusters({"LJ": 13}, 1, seed=0, symmetry=["Ih"]), LJ,
+                     fmax=1e-4)[0]
+    assert ico.info["energy"] == pytest.approx(LJ13, abs=1e-4)
+    pos = ico.positions - ico.positions.mean(0)
+    ad = np.vstack([pos, ops.surface_site(pos, np.array([0.3, 0.2, 1.0]), 1.12)])
+    atoms = jcsp.relax([ico.__class__(numbers=[0] * 14, positions=ad)], LJ, fmax=1e-4)[0]
+    probe = atoms.copy()
+    probe.calc = JCSPCalculator(LJ)
+    e = probe.get_potential_energies()
+    assert int(np.argmax(e)) == 13 and e.max() - np.sort(e)[-2] > 1.0  # the adatom
+    rng = np.random.default_rng(0)
+    moved = []
+    for _ in range(20):
+        child = ops.relocate(atoms, rng, e, 1, 1.12)
+        shift = child.positions - (atoms.positions - atoms.positions.mean(0))
+        d = np.linalg.norm(shift - np.median(shift, axis=0), axis=1)
+        assert np.sum(d > 1e-9) == 1  # exactly one atom moved, the rest kept
+        k = int(np.argmax(d))
+        moved.append(k)
+        r = np.linalg.norm(child.positions[k] - np.delete(child.positions, k, 0), axis=1)
+        assert r.min() == pytest.approx(1.12, abs=1e-9)  # touching, at one bond length
+    assert moved.count(13) >= 10
+    # crystals: same composition, the moved atom goes to an emptier place
+    from ase.build import bulk
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    e_si = np.zeros(8)
+    e_si[3] = 1.0
+    child = ops.relocate(si, rng, e_si, 1, 2.35)
+    assert sorted(child.numbers) == sorted(si.numbers) and child.pbc.all()
+    assert ops.min_distance(child) > 1.5

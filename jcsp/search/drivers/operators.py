@@ -161,7 +161,7 @@ def relocate(atoms: Atoms, rng: np.random.Generator, energies: np.ndarray, count
 
     Picks ``count`` atoms, each drawn with probability rising with its energy (the
     highest-energy atom is the most likely; weights ``exp((e - max e) / spread)`` with
-    ``spread`` the standard deviation of ``energies``), and moves them one at a time:
+    ``spread`` half the standard deviation of ``energies``), and moves them one at a time:
     clusters to a surface site in a random direction (:func:`surface_site`), crystals
     to the emptiest of 64 random points of the cell (largest distance to every other
     atom). Low-energy atoms stay where they are, so a good core is kept while the
@@ -177,7 +177,7 @@ def relocate(atoms: Atoms, rng: np.random.Generator, energies: np.ndarray, count
     n = len(atoms)
     count = int(np.clip(count, 1, max(n - 1, 1)))
     e = np.asarray(energies, float)
-    spread = max(float(np.std(e)), 1e-12)
+    spread = max(0.5 * float(np.std(e)), 1e-12)
     w = np.exp((e - e.max()) / spread)
     chosen = rng.choice(n, size=count, replace=False, p=w / w.sum())
     if not atoms.pbc.all():
