@@ -311,7 +311,8 @@ def run_info(args) -> int:
 SEARCH_DEFAULTS = {"composition": "Si8", "formula_units": 1, "potential": "sw-si",
                    "algorithm": "random", "budget": 100, "pressure": 0.0, "seed": 0,
                    "output": None, "cluster": False, "groups": None, "population": None,
-                   "fmax": 0.01, "max_steps": 2000, "target": None, "options": {}}
+                   "fmax": 0.01, "max_steps": 2000, "target": None, "options": {},
+                   "point_groups": "all"}
 
 
 def _add_search(sub) -> None:
@@ -348,6 +349,9 @@ def _add_search(sub) -> None:
                         help="search clusters (no cell)")
     search.add_argument("--groups", default=None, metavar="LIST",
                         help="space groups of random crystals, e.g. 227,194,166")
+    search.add_argument("--point-groups", default=None, metavar="LIST",
+                        help="point groups of random clusters: all (default), none, or "
+                             "Schoenflies symbols like Oh,Td,Ih")
     search.add_argument("--population", type=_positive_int, default=None, metavar="B",
                         help="structures per generation = relaxation batch (default 16)")
     search.add_argument("--fmax", type=_positive_float, default=None, metavar="EV_PER_A")
@@ -387,6 +391,12 @@ def search_settings(args) -> dict:
         except ValueError:
             raise InputError(f"groups must be space-group numbers like 227,194, not "
                              f"{groups!r}") from None
+    pgs = settings["point_groups"]
+    if isinstance(pgs, str):
+        pgs = pgs.replace(" ", "")
+        settings["point_groups"] = (True if pgs.lower() == "all" else False
+                                    if pgs.lower() == "none" else
+                                    [g for g in pgs.split(",") if g])
     return settings
 
 
@@ -406,7 +416,9 @@ def run_search(args) -> int:
                     formula_units=settings["formula_units"], groups=settings["groups"],
                     population=settings["population"], fmax=settings["fmax"],
                     max_steps=settings["max_steps"], target=settings["target"],
-                    options=settings["options"], progress=not args.quiet)
+                    options=settings["options"], progress=not args.quiet,
+                    cluster_symmetry=(settings["point_groups"] if settings["cluster"]
+                                      else None))
     print(ranking_table(result.structures, limit=args.show))
     print(f"{result.n_relaxations} relaxations in {result.n_batches} batches "
           f"(batch occupancy {result.occupancy:.0%}), {len(result.structures)} unique "
