@@ -276,7 +276,8 @@ def cluster_groups(counts: Mapping[str, int], symmetry) -> list[str]:
 
 
 def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float = 0.6,
-                    min_separation: float = MIN_SEPARATION, symmetry=None) -> list[Atoms]:
+                    min_separation: float = MIN_SEPARATION, symmetry=None,
+                    jitter: float = 0.0) -> list[Atoms]:
     """``n`` random clusters: points uniform in a sphere, rejected when too close.
 
     The sphere radius packs the atoms' covalent spheres at packing fraction
@@ -294,6 +295,10 @@ def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float
         a random one of those. Atoms are placed on orbits of the group (general
         positions, axes, mirror planes, the centre) like Wyckoff sets of a crystal, and
         ``info["generator_pointgroup"]`` names the group.
+      jitter: Gaussian displacement of every atom of a symmetric cluster, in units of
+        its covalent diameter. A small one (searches use 0.03) lets relaxations leave
+        symmetric saddle points (a square of four atoms stays square under symmetric
+        forces); 0 keeps the symmetry exact.
 
     Raises:
       ValueError: unknown point groups or none that can hold the counts.
@@ -308,6 +313,10 @@ def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float
         if groups is not None:
             atoms = _symmetric_cluster(counts, groups, rng, r_sphere, min_separation)
             if atoms is not None:
+                if jitter > 0:
+                    diam = 2 * np.array([radius(s) for s in atoms.info["labels"]])
+                    atoms.positions += rng.normal(0.0, 1.0, (len(atoms), 3)) * (
+                        jitter * diam[:, None])
                 out.append(atoms)
                 continue
             r_sphere *= 1.05  # too tight for the orbits drawn: loosen and try again

@@ -153,7 +153,7 @@ class Session:
             return []
         if self.cluster:
             return generate.random_clusters(self.counts, n, seed=rng,
-                                            symmetry=self.cluster_symmetry)
+                                            symmetry=self.cluster_symmetry, jitter=0.03)
         return generate.random_crystals(self.counts, n, seed=rng, groups=self.groups,
                                         volume=self.volume)
 
