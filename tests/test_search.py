@@ -88,6 +88,9 @@ def test_pressure_ranks_by_enthalpy():
     (dict(budget=0), "budget"),
     (dict(groups=[225]), "no space group"),  # Si7 cannot fill Fm-3m's Wyckoff sets
     (dict(options={"nonsense": 1}), "unknown option"),
+    (dict(algorithm="basin", options={"move": "sideways"}), "move must be"),
+    (dict(algorithm="ga", options={"surface": -1.0}), "weights must be"),
+    (dict(cluster_symmetry=["Oh"]), "applies to clusters"),
 ])
 def test_impossible_requests_fail_before_work(kwargs, message, monkeypatch):
     monkeypatch.setattr(jcsp, "relax", _no_relax)
