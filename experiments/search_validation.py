@@ -108,6 +108,10 @@ def run(args) -> dict:
                                   **kwargs, **extra)
                 times.append(time.perf_counter() - start)
                 hits.append(res.first_hit(target, tol=args.tol))
+                if args.verbose:
+                    print(f"    {variant} seed {seed}: hit {hits[-1]}, best "
+                          f"{res.best.info['enthalpy'] / len(res.best):.6f} eV/atom, "
+                          f"{times[-1]:.0f} s", flush=True)
             summary[name][variant] = hits
             found = [h for h in hits if h is not None]
             median = median_hit(hits)
@@ -160,6 +164,7 @@ def main() -> None:
                         help="eV/atom tolerance of a hit")
     parser.add_argument("--no-symmetry", action="store_true",
                         help="plain random cluster starts (cluster_symmetry=False)")
+    parser.add_argument("--verbose", action="store_true", help="a line per seed")
     parser.add_argument("--quick", action="store_true",
                         help="a few minutes: LJ13, LJ19 and Si8, 2 seeds, budgets 96/32")
     args = parser.parse_args()
