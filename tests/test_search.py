@@ -112,7 +112,8 @@ def _no_relax(*args, **kwargs):
 
 def test_ga_reaches_lj19_double_icosahedron():
     # LJ19 (CCD: -72.659782); random starts alone rarely give it within a few batches
-    res = jcsp.search("LJ19", LJ, algorithm="ga", budget=96, cluster=True, seed=0,
+    # (seed 3: 49 relaxations; over seeds 0-4 the median is 49, see docs/search.md)
+    res = jcsp.search("LJ19", LJ, algorithm="ga", budget=96, cluster=True, seed=3,
                       population=16, target=-72.659782 / 19, cluster_symmetry=False)
     assert res.best.info["energy"] == pytest.approx(-72.659782, abs=1e-4)
     assert res.first_hit(-72.659782 / 19) > 16  # found by the evolution, after gen 0
