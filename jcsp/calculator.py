@@ -1,7 +1,10 @@
 """``JCSPCalculator``: any jcsp potential as an ASE calculator (host side).
 
 Results are ASE's: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom),
-``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt order, periodic structures only). The
+``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt order, periodic structures only). For a
+committee of ML potentials (:class:`jcsp.ml.Committee`) these are the committee means,
+and ``energy_std``, ``energies_std``, ``forces_std``, ``stress_std`` hold the spread
+(standard deviation over the members). The
 compiled function is reused while the neighbor-list spec still fits, so an ASE
 optimisation compiles once or twice, not every step.
 """
@@ -31,7 +34,8 @@ class JCSPCalculator(Calculator):
       >>> atoms.get_potential_energy()
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress",
+                              "energy_std", "energies_std", "forces_std", "stress_std"]
 
     def __init__(self, potential: Potential, params=None, **kwargs):
         super().__init__(**kwargs)
@@ -49,6 +53,13 @@ class JCSPCalculator(Calculator):
             def one(params, frac, cell, species, mask):
                 return evaluate(pot, params, frac, cell, species, mask, spec, pbc)
 
+            if hasattr(pot, "member_params"):  # a committee: every member, then mean/std
+                def one(params, frac, cell, species, mask):  # noqa: F811
+                    members = jax.vmap(lambda p: evaluate(pot.member, p, frac, cell, species,
+                                                          mask, spec, pbc))(
+                        pot.member_params(params))
+                    return members
+
             self._compiled[key] = jax.jit(one)
         return self._compiled[key]
 
@@ -65,9 +76,13 @@ class JCSPCalculator(Calculator):
             self._sized = self.potential.for_cells(np.asarray(pop.cell))
         for _ in range(20):
             res = self._function(self._spec, pop.pbc)(self.model_params, *args)
-            if not bool(res.overflow):
+            if not bool(np.any(res.overflow)):
                 break
-            self._spec = nl.grow(self._spec, int(res.count), pop.cell, pop.pbc)
+            self._spec = nl.grow(self._spec, int(np.max(res.count)), pop.cell, pop.pbc)
+        spread = None
+        if np.ndim(res.energy) == 1:  # committee members on the leading axis
+            spread = jax.tree.map(lambda x: np.std(np.asarray(x), axis=0), res)
+            res = jax.tree.map(lambda x: np.mean(np.asarray(x), axis=0), res)
         energy = float(res.energy)
         if not np.isfinite(energy):
             raise FloatingPointError("the potential returned a non-finite energy for this "
@@ -78,3 +93,9 @@ class JCSPCalculator(Calculator):
         self.results["forces"] = np.asarray(res.forces)[: len(self.atoms)]
         if all(pop.pbc):
             self.results["stress"] = full_to_voigt(np.asarray(res.stress))
+        if spread is not None:
+            self.results["energy_std"] = float(spread.energy)
+            self.results["energies_std"] = np.asarray(spread.energies)[: len(self.atoms)]
+            self.results["forces_std"] = np.asarray(spread.forces)[: len(self.atoms)]
+            if all(pop.pbc):
+                self.results["stress_std"] = full_to_voigt(np.asarray(spread.stress))

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"spglib tolerance, Å (default {SYMPREC})")
     info.set_defaults(func=run_info)
     _add_search(sub)
+    from .cli_ml import add_commands
+    add_commands(sub, positive_int=_positive_int, positive_float=_positive_float)
     return parser
 
 

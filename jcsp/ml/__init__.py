@@ -1,0 +1,12 @@
+"""Machine-learned interatomic potentials: an E(3)-equivariant network, its training and
+committees. See ``docs/ml.md``."""
+
+from .checkpoint import CheckpointError, load
+from .data import DataError, read_structures
+from .model import Backbone, EnergyNet, ModelConfig
+from .potential import Committee, EquivariantPotential
+from .training import TrainConfig, train
+
+__all__ = ["Backbone", "CheckpointError", "Committee", "DataError", "EnergyNet",
+           "EquivariantPotential", "ModelConfig", "TrainConfig", "load", "read_structures",
+           "train"]

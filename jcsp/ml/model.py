@@ -1,0 +1,291 @@
+"""An E(3)-equivariant message-passing potential in Flax and e3nn-jax.
+
+The network is split in two so that other heads (the diffusion sampler's score, charges,
+uncertainty) can reuse the same features:
+
+- :class:`Backbone` maps the neighbor graph of one structure to per-atom equivariant
+  features, one :class:`e3nn_jax.IrrepsArray` per interaction layer;
+- :class:`EnergyNet` puts an energy readout on every layer and sums them (MACE's
+  many-readout scheme), giving per-atom energies in units of ``scale``.
+
+One interaction (NequIP's convolution, Batzner et al., Nat. Commun. 13, 2453 (2022),
+followed by MACE's channel-wise product basis, Batatia et al., NeurIPS 2022):
+
+    A_i   = (1/n_avg) sum_j R(r_ij) * (W h_j  (x)  Y(r_ij / |r_ij|))
+    B_i   = A_i + sum of channel-wise tensor powers of A_i up to ``correlation``
+    h_i'  = Gate(Linear(B_i)) + Linear_{species(i)}(h_i)
+
+with ``Y`` real spherical harmonics up to ``l_max``, ``R`` an MLP of a Bessel radial
+basis (Klicpera et al., ICLR 2020) times the polynomial envelope of NequIP (p = 6,
+vanishing with two derivatives at the cutoff), and ``(x)`` the Clebsch-Gordan tensor
+product. Edges use the dense ``[N, K]`` neighbor layout of :mod:`jcsp.neighbors`, so
+aggregation is a sum over the K axis (no scatter). Padded edges and pairs beyond the
+cutoff (Verlet skin) get exactly zero weight and finite gradients.
+
+Everything is a pure function of ``(params, graph)``; the float type follows the
+parameters and coordinates (float32 for training, float64 for testing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..graph import safe_norm
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Static shape of the network (hashable; saved with every checkpoint).
+
+    Attributes:
+      species: atomic numbers covered, in type order (empty: taken from the training
+        data).
+      cutoff: radial cutoff in Å.
+      channels: multiplicity of every irrep in the hidden features.
+      l_max: highest rotation order of the spherical harmonics (and of the density A).
+      hidden_l_max: highest rotation order of the node features passed between layers:
+        0 (the default) passes invariant features, which makes messages an outer
+        product (cheap); higher values give NequIP-style equivariant features and
+        tensor-product messages (richer, slower).
+      n_layers: interaction layers (receptive field ``n_layers * cutoff``).
+      correlation: body-order of the product basis per layer (1 = NequIP-like, 2 or 3).
+      n_radial: Bessel basis functions.
+      radial_hidden: width of the radial MLP.
+      readout_hidden: width of the last layer's readout MLP.
+      avg_neighbors: normaliser of the neighbor sum (set from data before training).
+    """
+
+    species: tuple[int, ...] = ()
+    cutoff: float = 5.0
+    channels: int = 16
+    l_max: int = 3
+    hidden_l_max: int = 0
+    n_layers: int = 2
+    correlation: int = 3
+    n_radial: int = 8
+    radial_hidden: int = 16
+    readout_hidden: int = 16
+    avg_neighbors: float = 20.0
+
+    def __post_init__(self):
+        if self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        if self.l_max < 1 or self.n_layers < 1 or self.channels < 1:
+            raise ValueError("l_max, n_layers and channels must be at least 1")
+        if not 0 <= self.hidden_l_max <= self.l_max:
+            raise ValueError("hidden_l_max must lie between 0 and l_max")
+        if self.correlation not in (1, 2, 3):
+            raise ValueError(f"correlation must be 1, 2 or 3, got {self.correlation}")
+
+    @property
+    def hidden_irreps(self) -> e3nn.Irreps:
+        """``channels`` copies of 0e, 1o, 2e, ... up to ``hidden_l_max`` (polar parity)."""
+        return e3nn.Irreps([(self.channels, (l, (-1) ** l))
+                            for l in range(self.hidden_l_max + 1)])
+
+    @property
+    def sh_irreps(self) -> e3nn.Irreps:
+        return e3nn.Irreps.spherical_harmonics(self.l_max)
+
+
+def envelope(u: Array, p: int = 6) -> Array:
+    """NequIP's polynomial cutoff ``f(u)``, u = r / cutoff: f(0) = 1, f = f' = f'' = 0
+    at u = 1, and exactly 0 beyond (Gasteiger et al., ICLR 2020, eq. 8)."""
+    inside = u < 1.0
+    u = jnp.where(inside, u, 0.0)
+    f = (1.0 - (p + 1) * (p + 2) / 2 * u**p + p * (p + 2) * u ** (p + 1)
+         - p * (p + 1) / 2 * u ** (p + 2))
+    return jnp.where(inside, f, 0.0)
+
+
+def bessel_basis(r: Array, n: int, cutoff: float) -> Array:
+    """``sqrt(2/c) sin(k pi r / c) / r`` for k = 1..n; r > 0 assumed. [..., n]"""
+    k = jnp.arange(1, n + 1, dtype=r.dtype)
+    return jnp.sqrt(2.0 / cutoff) * jnp.sin(k * jnp.pi * r[..., None] / cutoff) / r[..., None]
+
+
+class RadialMLP(nn.Module):
+    """Edge weights from the radial basis: [..., n_radial] -> [..., n_out].
+
+    One hidden SiLU layer of width ``hidden`` (0: a linear map of the basis).
+    """
+
+    hidden: int
+    n_out: int
+
+    @nn.compact
+    def __call__(self, basis: Array) -> Array:
+        x = basis
+        if self.hidden:
+            x = jax.nn.silu(nn.Dense(self.hidden, use_bias=False)(x))
+        return nn.Dense(self.n_out, use_bias=False)(x)
+
+
+class Interaction(nn.Module):
+    """One message-passing layer; see the module docstring."""
+
+    config: ModelConfig
+    irreps_out: e3nn.Irreps
+
+    @nn.compact
+    def __call__(self, h: e3nn.IrrepsArray, types: Array, nbr_idx: Array, sh: e3nn.IrrepsArray,
+                 radial: Array, weight: Array) -> e3nn.IrrepsArray:
+        """
+        Args:
+          h: [N, irreps] node features.
+          types: [N] species type indices.
+          nbr_idx: [N, K] neighbor indices.
+          sh: [N, K, sh_irreps] spherical harmonics of the edge directions.
+          radial: [N, K, n_radial] radial basis.
+          weight: [N, K] envelope (0 on padded edges and beyond the cutoff).
+
+        Returns:
+          [N, irreps_out] new node features.
+        """
+        cfg = self.config
+        c = cfg.channels
+        if h.irreps.lmax == 0:
+            # Invariant node features: the message W h_j (x) Y is an outer product, so the
+            # neighbor sum is one contraction per l (MACE's density A_i).
+            h_up = nn.Dense(c, use_bias=False, name="up")(h.array)[nbr_idx]  # [N, K, C]
+            w = RadialMLP(cfg.radial_hidden, c * (cfg.l_max + 1), name="radial")(radial)
+            w = w.reshape(w.shape[:-1] + (cfg.l_max + 1, c)) * weight[..., None, None]
+            chunks = []
+            for l in range(cfg.l_max + 1):
+                y = sh.array[..., l * l:(l + 1) * (l + 1)]  # [N, K, 2l+1]
+                chunks.append(jnp.einsum("nkc,nkm->ncm", h_up * w[..., l, :], y))
+            a = e3nn.IrrepsArray(cfg.sh_irreps, jnp.concatenate(chunks, -1))  # [N, C, sh]
+        else:
+            up = e3nn.flax.Linear(h.irreps, name="up")(h)
+            msg = e3nn.tensor_product(up[nbr_idx], sh, filter_ir_out=cfg.sh_irreps)
+            w = RadialMLP(cfg.radial_hidden, msg.irreps.num_irreps, name="radial")(radial)
+            msg = msg * (w * weight[..., None])
+            a = e3nn.flax.Linear(c * cfg.sh_irreps, name="a_mix")(e3nn.sum(msg, axis=1))
+            a = a.mul_to_axis(c)  # [N, C, sh]
+        a = a / cfg.avg_neighbors
+
+        # Channel-wise product basis up to the correlation order (MACE's B features).
+        out = self.irreps_out
+        keep = [ir for _, ir in out]
+        terms = [a.filter(keep=keep)]
+        power = a
+        for order in range(2, cfg.correlation + 1):
+            last = order == cfg.correlation
+            power = e3nn.tensor_product(power, a, filter_ir_out=keep if last else cfg.sh_irreps)
+            terms.append(power.filter(keep=keep))
+        b = e3nn.concatenate(terms, axis=-1).regroup().axis_to_mul()  # [N, C * paths]
+
+        n_gates = sum(mul for mul, ir in out if ir.l > 0)
+        n_scalars = sum(mul for mul, ir in out if ir.l == 0)
+        gate_in = e3nn.Irreps(f"{n_scalars + n_gates}x0e") + e3nn.Irreps(
+            [(mul, ir) for mul, ir in out if ir.l > 0])
+        x = e3nn.flax.Linear(gate_in, num_indexed_weights=len(cfg.species),
+                             force_irreps_out=True, name="product")(types, b)
+        x = e3nn.gate(x, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
+        skip = e3nn.flax.Linear(out, num_indexed_weights=len(cfg.species), force_irreps_out=True,
+                                name="skip")(types, h)
+        return x + skip
+
+
+class Backbone(nn.Module):
+    """Graph -> per-layer equivariant node features (reusable by other heads)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, types: Array, nbr_idx: Array, nbr_vec: Array,
+                 nbr_mask: Array) -> list[e3nn.IrrepsArray]:
+        """
+        Args:
+          types: [N] species type indices (0..n_species-1).
+          nbr_idx: [N, K] neighbor indices; nbr_vec: [N, K, 3] edge vectors, Å;
+          nbr_mask: [N, K] real edges.
+
+        Returns:
+          One [N, irreps] feature array per layer; the last holds scalars only.
+        """
+        cfg = self.config
+        r = safe_norm(nbr_vec, nbr_mask)
+        edge = nbr_mask & (r < cfg.cutoff)
+        r_safe = jnp.where(edge, r, 0.5 * cfg.cutoff)
+        weight = jnp.where(edge, envelope(r_safe / cfg.cutoff), 0.0)
+        radial = bessel_basis(r_safe, cfg.n_radial, cfg.cutoff)
+        unit = jnp.where(edge[..., None], nbr_vec, jnp.ones_like(nbr_vec))
+        sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=True,
+                                      normalization="component")
+
+        onehot = jax.nn.one_hot(types, len(cfg.species), dtype=nbr_vec.dtype)
+        h = e3nn.IrrepsArray(f"{cfg.channels}x0e",
+                             nn.Dense(cfg.channels, use_bias=False, name="embed")(onehot))
+        features = []
+        for layer in range(cfg.n_layers):
+            last = layer == cfg.n_layers - 1
+            irreps_out = e3nn.Irreps(f"{cfg.channels}x0e") if last else cfg.hidden_irreps
+            h = Interaction(cfg, irreps_out, name=f"interaction_{layer}")(
+                h, types, nbr_idx, sh, radial, weight)
+            features.append(h)
+        return features
+
+
+class EnergyNet(nn.Module):
+    """Backbone plus a readout per layer: per-atom energies, in units of ``scale``."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, types: Array, nbr_idx: Array, nbr_vec: Array, nbr_mask: Array) -> Array:
+        cfg = self.config
+        features = Backbone(cfg, name="backbone")(types, nbr_idx, nbr_vec, nbr_mask)
+        energy = 0.0
+        for layer, h in enumerate(features):
+            scalars = h.filter(keep="0e").array
+            if layer < len(features) - 1:
+                energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(scalars)[:, 0]
+            else:
+                x = jax.nn.silu(nn.Dense(cfg.readout_hidden, use_bias=False,
+                                         name=f"readout_{layer}_hidden")(scalars))
+                energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(x)[:, 0]
+        return energy
+
+
+def init_params(config: ModelConfig, key: Array, *, dtype=jnp.float32) -> dict:
+    """Random network parameters for ``config`` (a pytree of ``dtype`` arrays)."""
+    if not config.species:
+        raise ValueError("the model configuration has no species; set ModelConfig.species "
+                         "or let training take them from the data")
+    n, k = 4, 3
+    types = jnp.zeros(n, jnp.int32)
+    idx = jnp.tile(jnp.arange(k, dtype=jnp.int32), (n, 1))
+    vec = jax.random.normal(key, (n, k, 3), dtype) + 1.0
+    mask = jnp.ones((n, k), bool)
+    params = EnergyNet(config).init(key, types, idx, vec, mask)["params"]
+    return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def cast(tree, dtype) -> object:
+    """Every floating array of ``tree`` in ``dtype``."""
+    def one(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(one, tree)
+
+
+def count_parameters(params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def apply_energy(config: ModelConfig, net_params, types, nbr_idx, nbr_vec, nbr_mask) -> Array:
+    """[N] network outputs (dimensionless) for one graph."""
+    return EnergyNet(config).apply({"params": net_params}, types, nbr_idx, nbr_vec, nbr_mask)
+
+
+__all__: Sequence[str] = ["Backbone", "EnergyNet", "ModelConfig", "apply_energy", "bessel_basis",
+                          "cast", "count_parameters", "envelope", "init_params"]

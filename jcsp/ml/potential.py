@@ -1,0 +1,108 @@
+"""The equivariant network as a jcsp :class:`~jcsp.potentials.Potential`.
+
+Per-atom energy ``E_i = e_ref[species_i] + scale * net_i``: per-species reference
+energies (least squares on the training energies) and a scale (the RMS force of the
+training data) make the network output of order one. Forces and stress come from
+:mod:`jcsp.derivatives` like for every other potential, so relaxations, searches and
+the ASE calculator work unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..graph import Graph
+from ..potentials.base import Potential, to_numbers
+from .model import ModelConfig, apply_energy, cast, count_parameters, init_params
+
+
+class EquivariantPotential(Potential):
+    """E(3)-equivariant message-passing potential (see :mod:`jcsp.ml.model`).
+
+    Args:
+      config: the network's static configuration.
+      params: ``{"net": ..., "e_ref": [S], "scale": []}``; random network weights,
+        zero reference energies and unit scale when omitted.
+      key: PRNG key for random initialisation.
+      dtype: float type of freshly initialised parameters.
+    """
+
+    def __init__(self, config: ModelConfig, params=None, *, key=None, dtype=jnp.float64):
+        self.config = config
+        self.cutoff = float(config.cutoff)
+        self.species = tuple(to_numbers(config.species))
+        if params is None:
+            key = jax.random.PRNGKey(0) if key is None else key
+            params = {"net": init_params(config, key, dtype=dtype),
+                      "e_ref": jnp.zeros(len(self.species), dtype),
+                      "scale": jnp.ones((), dtype)}
+        self.params = params
+
+    def energies(self, params, graph: Graph):
+        types = self.type_index(graph.species)
+        out = apply_energy(self.config, params["net"], types, graph.nbr_idx, graph.nbr_vec,
+                           graph.nbr_mask)
+        return params["e_ref"][types] + params["scale"] * out
+
+    def astype(self, dtype) -> "EquivariantPotential":
+        """The same potential with parameters in ``dtype`` (float32 or float64)."""
+        return EquivariantPotential(self.config, cast(self.params, dtype))
+
+    @property
+    def n_parameters(self) -> int:
+        net = (self.params or {}).get("net")
+        return 0 if net is None else count_parameters(net)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"EquivariantPotential(species={self.species}, cutoff={c.cutoff}, "
+                f"channels={c.channels}, l_max={c.l_max}, layers={c.n_layers}, "
+                f"correlation={c.correlation}, parameters={self.n_parameters})")
+
+
+class Committee(Potential):
+    """K equivariant potentials of one configuration, evaluated together.
+
+    ``params`` is the members' parameters stacked on a leading axis [K, ...] (reference
+    energies and scale shared). :meth:`energies` is the committee mean, so a committee
+    drops into relaxations and searches like any potential; :meth:`member_energies` gives
+    every member's per-atom energies in one vmapped call, from which
+    :class:`jcsp.JCSPCalculator` derives the spread of energy, forces and stress.
+    """
+
+    def __init__(self, config: ModelConfig, params):
+        self.member = EquivariantPotential(config, params={"net": None, "e_ref": None,
+                                                           "scale": None})
+        self.config = config
+        self.cutoff = self.member.cutoff
+        self.species = self.member.species
+        self.params = params
+
+    @property
+    def size(self) -> int:
+        return int(jax.tree.leaves(self.params["net"])[0].shape[0])
+
+    def member_params(self, params):
+        """The parameters of each member, stacked: a pytree with a leading K axis."""
+        k = jax.tree.leaves(params["net"])[0].shape[0]
+        fixed = {name: jnp.broadcast_to(v, (k,) + jnp.shape(v))
+                 for name, v in params.items() if name != "net"}
+        return {"net": params["net"], **fixed}
+
+    def member_energies(self, params, graph: Graph):
+        """[K, N] per-atom energies of every member."""
+        return jax.vmap(lambda p: self.member.energies(p, graph))(self.member_params(params))
+
+    def energies(self, params, graph: Graph):
+        return jnp.mean(self.member_energies(params, graph), axis=0)
+
+    def astype(self, dtype) -> "Committee":
+        return Committee(self.config, cast(self.params, dtype))
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.params["net"])
+
+    def __repr__(self) -> str:
+        return f"Committee(size={self.size}, member={self.member!r})"

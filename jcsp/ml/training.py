@@ -1,0 +1,374 @@
+"""Training equivariant potentials (and committees of them) with optax.
+
+Recipe (:class:`TrainConfig`):
+
+- loss ``w_e <(dE/N)^2> + w_f <|dF|^2>/3 + w_s <dsigma^2>/9`` with energies per atom in
+  eV, forces in eV/Å and stress in GPa, each averaged over the entries that exist;
+- AdamW (decoupled weight decay) on gradients clipped to a global norm, learning rate
+  warmed up linearly then cosine-decayed; the schedule runs on *progress*, the larger
+  of the epoch fraction and the fraction of the wall-clock budget used, so a run always
+  completes its schedule within ``max_time``;
+- an exponential moving average of the weights, which is what is validated, kept and
+  saved; early stopping when the validation loss has not improved for ``patience``
+  epochs;
+- batches of one static shape (:class:`jcsp.ml.data.Packer`): one compilation;
+- a committee of K members is trained in the same jitted step, vmapped over a leading
+  member axis of the parameters, each member with its own initial weights and its own
+  data order;
+- a checkpoint after every epoch (model + optimizer + EMA + data-order state); an
+  interrupted run started again with the same output directory resumes where it
+  stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import checkpoint
+from .batch_eval import errors, loss_terms, predict, to_device
+from .data import Labels, Packer, fit_reference_energies, labels_of, neighbor_arrays
+from .model import ModelConfig, cast, init_params
+from .potential import EquivariantPotential
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (saved with the checkpoint).
+
+    Attributes:
+      epochs: passes over the training set (upper bound; see ``max_time``).
+      max_time: wall-clock budget in seconds for the whole run (schedule included).
+      lr: peak learning rate; warmup: fraction of progress spent warming up;
+      lr_final: final learning rate as a fraction of ``lr``.
+      weight_decay: AdamW decoupled weight decay; clip: global gradient-norm clip.
+      ema: decay of the weight average.
+      w_energy, w_forces, w_stress: loss weights (per-atom eV, eV/Å, GPa).
+      energy_boost: factor on ``w_energy`` over the last ``boost_fraction`` of progress
+        (a final energy-weighted phase, as in MACE's training protocol).
+      atoms_per_batch: atoms per packed batch.
+      patience: epochs without validation improvement before stopping.
+      valid_fraction: fraction of the training set held out when no validation set is
+        given.
+      committee: number of members; seed: seed of weights and data order.
+      dtype: "float32" (fast) or "float64".
+    """
+
+    epochs: int = 300
+    max_time: float = 3300.0
+    lr: float = 1e-2
+    warmup: float = 0.03
+    lr_final: float = 0.02
+    weight_decay: float = 1e-6
+    clip: float = 10.0
+    ema: float = 0.99
+    w_energy: float = 0.1
+    w_forces: float = 1.0
+    w_stress: float = 0.01
+    energy_boost: float = 100.0
+    boost_fraction: float = 0.25
+    atoms_per_batch: int = 128
+    patience: int = 1000
+    valid_fraction: float = 0.1
+    committee: int = 1
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.committee < 1 or self.atoms_per_batch < 1:
+            raise ValueError("epochs, committee and atoms_per_batch must be at least 1")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError("valid_fraction must be between 0 and 1")
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr * lr_final`` (progress in [0, 1])."""
+    if progress < cfg.warmup:
+        return cfg.lr * max(progress / cfg.warmup, 0.01)
+    t = min((progress - cfg.warmup) / max(1.0 - cfg.warmup, 1e-9), 1.0)
+    return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def loss_weights(cfg: TrainConfig, progress: float) -> tuple[float, float, float]:
+    """(w_energy, w_forces, w_stress) at this progress (energy boosted at the end)."""
+    boost = cfg.energy_boost if progress >= 1.0 - cfg.boost_fraction else 1.0
+    return (cfg.w_energy * boost, cfg.w_forces, cfg.w_stress)
+
+
+class State(NamedTuple):
+    """Training state; every array has a leading committee axis [M, ...]."""
+
+    params: object
+    opt_state: object
+    ema: object
+    step: jax.Array
+
+
+def _optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    # The learning rate is applied outside (it is a traced argument: no recompilation).
+    return optax.chain(optax.clip_by_global_norm(cfg.clip), optax.scale_by_adam(),
+                       optax.add_decayed_weights(cfg.weight_decay))
+
+
+@functools.lru_cache(maxsize=8)
+def make_step(model: ModelConfig, cfg: TrainConfig) -> Callable:
+    """Jitted ``step(state, fixed, batch, lr, weights) -> (state, metrics)`` for a committee.
+
+    ``fixed`` holds the parameters that are not trained (reference energies, scale);
+    ``batch`` has a leading member axis (each member sees its own structures). Cached
+    per configuration, so runs in one process (resumes, tests) compile once.
+    """
+    potential = _bare(model)
+    tx = _optimizer(cfg)
+
+    def loss_fn(net, fixed, b, weights):
+        params = {"net": net, **fixed}
+        terms = loss_terms(errors(predict(potential, params, b), b), b)
+        total = weights[0] * terms["energy"] + weights[1] * terms["forces"] \
+            + weights[2] * terms["stress"]
+        return total, terms
+
+    def one(params, opt_state, ema, step, fixed, b, lr, weights):
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, fixed, b,
+                                                                          weights)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+        decay = jnp.minimum(cfg.ema, (1.0 + step) / (10.0 + step))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+        return params, opt_state, ema, {"loss": loss, **terms}
+
+    @jax.jit
+    def step(state: State, fixed, batch, lr, weights):
+        params, opt_state, ema, metrics = jax.vmap(
+            one, in_axes=(0, 0, 0, None, None, 0, None, None))(
+            state.params, state.opt_state, state.ema, state.step, fixed, batch, lr, weights)
+        return State(params, opt_state, ema, state.step + 1), metrics
+
+    return step
+
+
+def _bare(model: ModelConfig) -> EquivariantPotential:
+    """The potential with parameters supplied at call time."""
+    return EquivariantPotential(model, params={"net": None, "e_ref": None, "scale": None})
+
+
+@functools.lru_cache(maxsize=8)
+def make_scorer(model: ModelConfig) -> Callable:
+    """Jitted ``score(net [M, ...], fixed, batch) -> residuals [M, ...]`` (one batch for all)."""
+    potential = _bare(model)
+    @jax.jit
+    def score(net, fixed, b):
+        def one(p):
+            return errors(predict(potential, {"net": p, **fixed}, b), b)
+        return jax.vmap(one)(net)
+    return score
+
+
+def score_set(score, net, fixed, packer: Packer, labels: Labels, dtype, cache) -> dict:
+    """Per-member metrics on a data set: MAE and RMSE of E/atom, forces, stress."""
+    sums = {}
+    for group in packer.plan(labels):
+        b = to_device(packer.batch(labels, group, cache), dtype)
+        err = jax.device_get(score(net, fixed, b))
+        for key, value in err.items():
+            sums.setdefault(key, []).append(np.asarray(value))
+    return metrics_from_residuals(sums, labels)
+
+
+def metrics_from_residuals(residuals: dict, labels: Labels) -> dict:
+    """MAE / RMSE per member from lists of per-batch residual arrays (zeros where masked)."""
+    n_s = len(labels)
+    n_f = 3 * int(labels.n_atoms.sum())
+    n_v = 9 * max(int(labels.has_stress.sum()), 1)
+    out = {}
+    for key, count in (("energy", n_s), ("forces", n_f), ("stress", n_v)):
+        arrays = [a.reshape(a.shape[0], -1) for a in residuals[key]]
+        flat = np.concatenate(arrays, axis=1)
+        out[f"{key}_mae"] = np.abs(flat).sum(1) / count
+        out[f"{key}_rmse"] = np.sqrt((flat ** 2).sum(1) / count)
+    return out
+
+
+def split(structures: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Random (train, valid) split of a list, seeded."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(structures))
+    n_valid = max(1, int(round(fraction * len(structures))))
+    valid = sorted(order[:n_valid])
+    train = sorted(order[n_valid:])
+    return [structures[i] for i in train], [structures[i] for i in valid]
+
+
+def average_neighbors(labels: Labels, cutoff: float) -> float:
+    counts = np.concatenate([neighbor_arrays(a, cutoff)[2] for a in labels.atoms])
+    return float(max(counts.mean(), 1.0))
+
+
+def force_scale(labels: Labels) -> float:
+    rms = np.sqrt(np.mean(np.concatenate([f.ravel() for f in labels.forces]) ** 2))
+    return float(rms) if np.isfinite(rms) and rms > 1e-6 else 1.0
+
+
+def train(train_structures: list, valid_structures: list | None, model: ModelConfig,
+          cfg: TrainConfig, out: str, *, progress: bool = True,
+          log: Callable[[str], None] = print) -> "checkpoint.Trained":
+    """Train (or resume) a potential or committee and save it to ``out``.
+
+    Args:
+      train_structures, valid_structures: labelled ``ase.Atoms`` (see
+        :func:`jcsp.ml.data.read_structures`); without a validation set,
+        ``cfg.valid_fraction`` of the training set is held out.
+      model: network configuration; ``species`` is completed from the data and
+        ``avg_neighbors`` measured on it.
+      cfg: optimisation settings.
+      out: output directory (created; an existing checkpoint there is resumed).
+
+    Returns:
+      The trained potential (EMA weights of the best validation epoch) and its history.
+    """
+    if valid_structures is None:
+        train_structures, valid_structures = split(train_structures, cfg.valid_fraction, cfg.seed)
+    train_labels, valid_labels = labels_of(train_structures), labels_of(valid_structures)
+    for name, lab in (("training", train_labels), ("validation", valid_labels)):
+        bad = [i for i, f in enumerate(lab.forces) if not np.all(np.isfinite(f))]
+        if bad:
+            raise ValueError(f"{name} structure {bad[0]} has missing or non-finite forces")
+    present = sorted({int(z) for a in train_structures for z in a.numbers})
+    species = tuple(sorted(set(present) | set(model.species or ())))
+    missing = sorted({int(z) for a in valid_structures for z in a.numbers} - set(species))
+    if missing:
+        raise ValueError(f"the validation set has species {missing} absent from training")
+    dtype = jnp.float32 if cfg.dtype == "float32" else jnp.float64
+    resumed = checkpoint.load_state(out) if os.path.exists(os.path.join(out, "state.pkl")) else None
+    if resumed is not None:
+        model = resumed.model
+        if resumed.train_config != cfg:
+            raise checkpoint.CheckpointError(
+                f"{out} holds a run with different settings ({resumed.train_config}); "
+                "use another output directory or the same settings to resume")
+    else:
+        model = dataclasses.replace(model, species=species,
+                                    avg_neighbors=average_neighbors(train_labels, model.cutoff))
+    packer = Packer.for_data([train_labels, valid_labels], model.cutoff,
+                             atoms_per_batch=cfg.atoms_per_batch)
+    fixed = {"e_ref": jnp.asarray(fit_reference_energies(train_labels, species), dtype),
+             "scale": jnp.asarray(force_scale(train_labels), dtype)}
+    tx = _optimizer(cfg)
+    members = cfg.committee
+    if resumed is None:
+        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), members)
+        nets = [init_params(model, k, dtype=dtype) for k in keys]
+        net = jax.tree.map(lambda *x: jnp.stack(x), *nets)
+        state = State(net, jax.vmap(tx.init)(net), net, jnp.zeros((), jnp.int32))
+        history, best_loss, best_net, epoch0, elapsed0 = [], np.inf, net, 0, 0.0
+        rngs = [np.random.default_rng([cfg.seed, m]) for m in range(members)]
+    else:
+        state = State(*resumed.state)
+        state = jax.tree.map(lambda x: jnp.asarray(x), state)
+        history, best_loss, best_net = resumed.history, resumed.best_loss, resumed.best_net
+        epoch0, elapsed0 = resumed.epoch, resumed.elapsed
+        rngs = resumed.rngs
+        fixed = jax.tree.map(lambda x: jnp.asarray(x, dtype), resumed.fixed)
+        log(f"resuming {out} at epoch {epoch0}")
+    state = State(cast(state.params, dtype), state.opt_state, cast(state.ema, dtype), state.step)
+    step = make_step(model, cfg)
+    score = make_scorer(model)
+    cache: dict = {}
+    t_start = time.perf_counter() - elapsed0
+    bar = _progress(cfg.epochs, epoch0, progress)
+    stale = _stale_epochs(history) if history else 0
+    epoch = epoch0
+    for epoch in range(epoch0, cfg.epochs):
+        elapsed = time.perf_counter() - t_start
+        if elapsed >= cfg.max_time or stale >= cfg.patience:
+            break
+        plans = [packer.plan(train_labels, rng) for rng in rngs]
+        n_steps = max(len(p) for p in plans)
+        losses = []
+        for i in range(n_steps):
+            prog = max((epoch + i / n_steps) / cfg.epochs,
+                       (time.perf_counter() - t_start) / cfg.max_time)
+            groups = [p[i % len(p)] for p in plans]
+            batch = _stack([to_device(packer.batch(train_labels, g, cache), dtype) for g in groups])
+            state, metrics = step(state, fixed, batch, jnp.asarray(learning_rate(cfg, prog), dtype),
+                                  jnp.asarray(loss_weights(cfg, prog), dtype))
+            losses.append(np.asarray(metrics["loss"]))
+        valid = score_set(score, state.ema, fixed, packer, valid_labels, dtype, cache)
+        # Model selection uses the final-phase weights (energy emphasised).
+        w_e, w_f, w_s = loss_weights(cfg, 1.0)
+        vloss = (w_e * valid["energy_rmse"] ** 2 + w_f * valid["forces_rmse"] ** 2
+                 + w_s * valid["stress_rmse"] ** 2)
+        vloss = float(np.mean(vloss))
+        row = {"epoch": epoch + 1, "time": time.perf_counter() - t_start,
+               "lr": learning_rate(cfg, prog), "train_loss": float(np.mean(losses)),
+               "valid_loss": vloss,
+               "valid_energy_mae": float(np.mean(valid["energy_mae"])),
+               "valid_forces_mae": float(np.mean(valid["forces_mae"])),
+               "valid_stress_mae": float(np.mean(valid["stress_mae"]))}
+        history.append(row)
+        if vloss < best_loss:
+            best_loss, best_net, stale = vloss, state.ema, 0
+        else:
+            stale += 1
+        if not progress and (epoch + 1) % 10 == 0:
+            log(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        bar.update(1)
+        bar.set_postfix_str(f"loss {row['train_loss']:.4g} | valid E {1e3 * row['valid_energy_mae']:.2f} "
+                            f"meV/atom F {row['valid_forces_mae']:.3f} eV/Å | lr {row['lr']:.2g}")
+        checkpoint.save_state(out, checkpoint.RunState(
+            model=model, train_config=cfg, state=jax.device_get(state), fixed=jax.device_get(fixed),
+            best_net=jax.device_get(best_net), best_loss=best_loss, history=history,
+            epoch=epoch + 1, elapsed=time.perf_counter() - t_start, rngs=rngs))
+        if prog >= 1.0:
+            break
+    bar.close()
+    trained = checkpoint.save_model(out, model, cfg, jax.device_get(best_net),
+                                    jax.device_get(fixed), history,
+                                    species_counts=_composition(train_structures))
+    log(f"trained {members} model(s) for {len(history)} epochs in "
+        f"{history[-1]['time'] if history else 0:.0f} s; best validation: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in _best_row(history).items()))
+    return trained
+
+
+def _stale_epochs(history: list[dict]) -> int:
+    losses = [h["valid_loss"] for h in history]
+    best = int(np.argmin(losses))
+    return len(losses) - 1 - best
+
+
+def _best_row(history: list[dict]) -> dict:
+    if not history:
+        return {}
+    row = min(history, key=lambda h: h["valid_loss"])
+    return {"epoch": row["epoch"], "E MAE meV/atom": 1e3 * row["valid_energy_mae"],
+            "F MAE eV/Å": row["valid_forces_mae"]}
+
+
+def _composition(structures: list) -> dict:
+    counts: dict = {}
+    for a in structures:
+        for z in a.numbers:
+            counts[int(z)] = counts.get(int(z), 0) + 1
+    return counts
+
+
+def _stack(batches: list[dict]) -> dict:
+    return {k: jnp.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="epoch",
+                desc="training", dynamic_ncols=True)

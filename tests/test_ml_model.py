@@ -1,0 +1,226 @@
+"""Physics contracts of the equivariant potential (float64, random weights).
+
+Symmetry: rotating and reflecting a crystal rotates forces and stress, translating or
+permuting changes nothing; a supercell has n times the energy; forces and stress equal
+finite differences of the energy; energy is smooth as an atom crosses the cutoff;
+padding and batching change nothing. Checked for invariant (default) and equivariant
+hidden features.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+import jcsp
+from jcsp import neighbors as nl
+from jcsp.derivatives import evaluate_population
+from jcsp.ml.batch_eval import predict, to_device
+from jcsp.ml.data import Packer, labels_of
+from jcsp.ml.model import ModelConfig, init_params
+from jcsp.ml.potential import Committee, EquivariantPotential
+from jcsp.structures.convert import from_atoms
+from jcsp.structures.population import pad_atoms
+from jcsp.units import voigt_to_full
+
+
+def _potential(hidden_l_max=0, species=(14, 8), **kw):
+    cfg = ModelConfig(species=species, cutoff=3.2, channels=6, l_max=2,
+                      hidden_l_max=hidden_l_max, n_layers=2, correlation=3, radial_hidden=8,
+                      avg_neighbors=8.0, **kw)
+    key = jax.random.PRNGKey(7)
+    params = {"net": init_params(cfg, key, dtype=jnp.float64),
+              "e_ref": jnp.array([-3.0, -1.5]), "scale": jnp.asarray(0.7)}
+    # Random (not near-zero) final readouts so every path contributes.
+    return EquivariantPotential(cfg, params)
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["invariant", "equivariant"])
+def pot(request):
+    return _potential(request.param)
+
+
+def _crystal(seed=0):
+    rng = np.random.default_rng(seed)
+    cell = np.array([[3.9, 0.2, -0.3], [0.4, 4.2, 0.1], [-0.2, 0.5, 4.4]])
+    frac = rng.random((6, 3))
+    atoms = Atoms("Si4O2", scaled_positions=frac, cell=cell, pbc=True)
+    # Spread atoms so none overlap.
+    atoms.positions = np.array([[0, 0, 0], [1.9, 0.1, 0.2], [0.2, 2.0, 0.3], [2.1, 2.2, 1.9],
+                                [1.0, 1.1, 3.0], [3.1, 0.4, 2.8]]) + 0.05 * rng.normal(size=(6, 3))
+    return atoms
+
+
+#: One generous neighbor spec for every structure here, so that a batch shape compiles once.
+def _spec(pot):
+    return nl.NeighborSpec(pot.cutoff, 40, (2, 2, 2))
+
+
+def _batch(pot, structures, params=None, n_max=None):
+    """Energies [B], forces [B, N, 3] and stresses [B, 3, 3] in one compiled call."""
+    pop = from_atoms(structures, n_max=n_max)
+    res = evaluate_population(pot, pot.params if params is None else params, pop, _spec(pot))
+    assert not bool(np.any(res.overflow))
+    return np.asarray(res.energy), np.asarray(res.forces), np.asarray(res.stress)
+
+
+def _strained(atoms, strain):
+    out = atoms.copy()
+    out.set_cell(atoms.cell[:] @ (np.eye(3) + strain), scale_atoms=True)
+    return out
+
+
+def test_symmetries_and_finite_differences(pot):
+    """One batch: the crystal, rotated/reflected + translated copies, a permutation,
+    displaced and strained copies (finite differences)."""
+    atoms = _crystal()
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rots = (q, -q)  # one proper rotation and one improper (with a reflection)
+    batch = [atoms]
+    for rot in rots:
+        moved = atoms.copy()
+        moved.set_cell(atoms.cell[:] @ rot.T)
+        moved.positions = atoms.positions @ rot.T + np.array([0.3, -1.1, 2.0])
+        batch.append(moved)
+    perm = rng.permutation(len(atoms))
+    batch.append(atoms[perm])
+    h = 1e-5
+    moves = [(0, 0), (3, 2), (5, 1)]
+    for i, k in moves:
+        for sign in (1, -1):
+            d = atoms.copy()
+            d.positions[i, k] += sign * h
+            batch.append(d)
+    strains = [(0, 0), (1, 2)]
+    for a, b in strains:
+        for sign in (1, -1):
+            e = np.zeros((3, 3))
+            e[a, b] += sign * h / (1 if a == b else 2)
+            e[b, a] = e[a, b]
+            batch.append(_strained(atoms, e))
+    energy, forces, stress = _batch(pot, batch)
+    e, f, s = energy[0], forces[0, :6], stress[0]
+    assert np.abs(f).max() > 1e-3 and np.abs(s).max() > 1e-5  # not vacuous
+    for j, rot in enumerate(rots, start=1):
+        assert abs(energy[j] - e) <= 1e-10 * abs(e)
+        assert np.abs(forces[j, :6] - f @ rot.T).max() <= 1e-8 * np.abs(f).max()
+        assert np.abs(stress[j] - rot @ s @ rot.T).max() <= 1e-8 * np.abs(s).max()
+    assert abs(energy[3] - e) <= 1e-12 * abs(e)
+    np.testing.assert_allclose(forces[3, :6], f[perm], rtol=0, atol=1e-12)
+    at = 4
+    for i, k in moves:
+        fd = -(energy[at] - energy[at + 1]) / (2 * h)
+        assert abs(fd - f[i, k]) < 1e-7 * max(1.0, abs(f[i, k]))
+        at += 2
+    vol = atoms.get_volume()
+    for a, b in strains:
+        fd = (energy[at] - energy[at + 1]) / (2 * h) / vol
+        assert abs(fd - s[a, b]) < 1e-6 * np.abs(s).max()
+        at += 2
+
+
+def test_supercell_energy_is_extensive(pot):
+    atoms = _crystal(1)
+    big = atoms.repeat((2, 1, 2))
+    energy, _, stress = _batch(pot, [atoms, big])
+    assert abs(energy[1] - 4 * energy[0]) <= 1e-11 * abs(energy[1])
+    np.testing.assert_allclose(stress[1], stress[0], rtol=0, atol=1e-11)
+
+
+def test_energy_is_smooth_across_the_cutoff(pot):
+    """A dimer pulled through the cutoff: energy and force go continuously to their
+    isolated-atom values."""
+    rc = pot.cutoff
+    ds = np.linspace(rc - 0.02, rc + 0.02, 9)
+    dimers = [Atoms("SiO", positions=[[0, 0, 0], [d, 0, 0]], cell=[9, 9, 9], pbc=True)
+              for d in ds]
+    energies, forces, _ = _batch(pot, dimers)
+    forces = forces[:, 1, 0]
+    inside = ds < rc
+    assert np.ptp(energies[inside]) > 0  # interacts inside the cutoff
+    assert np.ptp(energies[~inside]) < 1e-14  # constant (isolated atoms) beyond
+    assert np.abs(energies[inside] - energies[-1]).max() < 1e-9  # continuous, flat approach
+    assert np.abs(forces[inside]).max() < 1e-6 and np.all(forces[~inside] == 0)
+
+
+def test_padding_batching_and_packing_change_nothing(pot):
+    structures = [_crystal(4), _crystal(5)[:5]]
+    # Unpadded singles through the ASE calculator (tight neighbor spec per structure).
+    singles = []
+    for a in structures:
+        a = a.copy()
+        a.calc = jcsp.JCSPCalculator(pot)
+        singles.append((a.get_potential_energy(), a.get_forces(), voigt_to_full(a.get_stress())))
+    # Batched and padded (extra atoms, extra neighbor slots) through the derivative engine.
+    energy, forces, stress = _batch(pot, structures, n_max=9)
+    # Packed training batches (several structures on one atom axis).
+    labels = labels_of([_labelled(a) for a in structures])
+    packer = Packer.for_data([labels], pot.cutoff, atoms_per_batch=16)
+    packed = predict(pot, pot.params, to_device(packer.batch(labels, [1, 0]), jnp.float64))
+    starts = {1: 0, 0: len(structures[1])}
+    for m, (e, f, s) in enumerate(singles):
+        n = len(structures[m])
+        assert abs(energy[m] - e) <= 1e-12 * abs(e)
+        np.testing.assert_allclose(forces[m, :n], f, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(stress[m], s, rtol=0, atol=1e-12)
+        slot = [1, 0].index(m)
+        assert abs(float(packed["energy"][slot]) - e) <= 1e-12 * abs(e)
+        np.testing.assert_allclose(np.asarray(packed["forces"][starts[m]:starts[m] + n]), f,
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(packed["stress"][slot]), s, rtol=0, atol=1e-12)
+
+
+def _labelled(atoms):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    atoms = atoms.copy()
+    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+    return atoms
+
+
+def test_float32_parameters_follow_float64_closely():
+    pot = _potential(0)
+    atoms = _crystal(6)
+    e64, f64, _ = _batch(pot, [atoms])
+    e64, f64 = e64[0], f64[0]
+    pot32 = pot.astype(jnp.float32)
+    assert jax.tree.leaves(pot32.params)[0].dtype == jnp.float32
+    pop = from_atoms([atoms], dtype=jnp.float32)
+    res = evaluate_population(pot32, pot32.params, pop, _spec(pot))
+    assert res.forces.dtype == jnp.float32
+    assert abs(float(res.energy[0]) - e64) < 1e-4 * abs(e64)
+    np.testing.assert_allclose(np.asarray(res.forces[0, : len(atoms)]), f64, atol=1e-4)
+
+
+def test_committee_mean_and_spread_match_members():
+    members = [_potential(0) for _ in range(3)]
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    nets = [init_params(members[0].config, k, dtype=jnp.float64) for k in keys]
+    for m, net in zip(members, nets):
+        m.params = {**m.params, "net": net}
+    stacked = {"net": jax.tree.map(lambda *x: jnp.stack(x), *nets),
+               "e_ref": members[0].params["e_ref"], "scale": members[0].params["scale"]}
+    committee = Committee(members[0].config, stacked)
+    atoms = _crystal(7)
+    atoms.calc = jcsp.JCSPCalculator(committee)
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    singles = [_batch(members[0], [atoms], params=m.params) for m in members]
+    energies = np.array([x[0][0] for x in singles])
+    forces = np.array([x[1][0] for x in singles])
+    assert np.std(energies) > 1e-4  # members really differ
+    assert abs(e - energies.mean()) < 1e-10 * abs(e)
+    assert abs(atoms.calc.results["energy_std"] - energies.std()) < 1e-10
+    np.testing.assert_allclose(f, forces.mean(0), atol=1e-10)
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], forces.std(0), atol=1e-10)
+
+
+def test_species_outside_the_model_are_refused():
+    pot = _potential(0)
+    atoms = bulk("Cu", "fcc", 3.6)
+    atoms.calc = jcsp.JCSPCalculator(pot)
+    with pytest.raises(ValueError, match="covers O, Si but the structure contains Cu"):
+        atoms.get_potential_energy()
