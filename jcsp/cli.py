@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="structure files: CIF, POSCAR/CONTCAR/*.vasp, extxyz/xyz (all "
                             "frames), ASE .traj (default: the shipped examples)")
     relax.add_argument("-p", "--potential", default="sw-si", metavar="SPEC",
-                       help="sw-si (default), FILE.sw, FILE.eam[.alloy|.fs], lj or "
+                       help="sw-si (default), ml-si (shipped ML model), MODEL_DIR (from "
+                            "jcsp train), FILE.sw, FILE.eam[.alloy|.fs], lj or "
                             "lj:epsilon=E,sigma=S,cutoff=RC")
     relax.add_argument("--pressure", type=_finite_float, default=0.0, metavar="GPA",
                        help="external hydrostatic pressure in GPa (default 0)")
@@ -336,7 +337,8 @@ def _add_search(sub) -> None:
     search.add_argument("-n", "--formula-units", type=_positive_int, default=None,
                         metavar="Z")
     search.add_argument("-p", "--potential", default=None, metavar="SPEC",
-                        help="sw-si (default), FILE.sw, FILE.eam[.alloy|.fs], lj or "
+                        help="sw-si (default), ml-si (shipped ML model), MODEL_DIR (from "
+                             "jcsp train), FILE.sw, FILE.eam[.alloy|.fs], lj or "
                              "lj:epsilon=E,sigma=S,cutoff=RC|none")
     search.add_argument("-a", "--algorithm", choices=ALGORITHMS, default=None,
                         help="default random")

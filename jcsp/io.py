@@ -34,6 +34,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SI_SW = DATA_DIR / "Si.sw"
 #: Eight rattled and strained silicon cells, the default input of ``jcsp relax``.
 EXAMPLE_POPULATION = DATA_DIR / "examples_si.extxyz"
+#: Trained ML potentials that ship with the package (name -> model directory).
+SHIPPED_MODELS = {"ml-si": str(DATA_DIR / "models" / "si-mlearn")}
 
 OutputFormat = Literal["extxyz", "cif", "poscar"]
 
@@ -313,6 +315,8 @@ POTENTIAL_CHOICES = (
     "FILE.sw (LAMMPS Stillinger-Weber file)",
     "FILE.eam, FILE.eam.alloy, FILE.eam.fs (LAMMPS EAM files)",
     "lj or lj:epsilon=E,sigma=S,cutoff=RC,truncation=shift|plain|smooth (Lennard-Jones)",
+    "ml-si (the shipped equivariant ML potential for silicon, trained on mlearn Si)",
+    "DIR (a model directory written by `jcsp train`)",
 )
 
 
@@ -324,7 +328,8 @@ def load_potential(spec: str):
         ``.eam.fs``; or ``"lj"`` / ``"lj:epsilon=0.0104,sigma=3.4,cutoff=8.5"``
         (epsilon eV, default 1; sigma Å, default 1; cutoff Å, default 3 sigma, ``none``
         for all pairs in clusters; truncation ``shift`` (default), ``plain`` or
-        ``smooth``).
+        ``smooth``); ``"ml-si"`` (the shipped ML model) or a directory written by
+        ``jcsp train``.
 
     Returns:
       A :class:`jcsp.potentials.Potential`.
@@ -337,6 +342,9 @@ def load_potential(spec: str):
     low = spec.lower()
     if low == "sw-si":
         return _from_file(SI_SW, "sw")
+    if low in SHIPPED_MODELS or Path(spec).is_dir():
+        from .ml.checkpoint import load
+        return load(SHIPPED_MODELS.get(low, spec)).potential
     if low == "lj" or low.startswith("lj:"):
         return _lennard_jones(spec[3:] if ":" in spec else "")
     if low.endswith(".sw"):
