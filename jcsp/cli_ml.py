@@ -38,7 +38,7 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
     train.add_argument("--epochs", type=positive_int, default=None)
     train.add_argument("--max-time", type=positive_float, default=None, metavar="MINUTES",
                        help="wall-clock budget; the learning-rate schedule completes within "
-                            "it (default 50)")
+                            "it (default 55)")
     train.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
     train.add_argument("--channels", type=positive_int, default=None)
     train.add_argument("--l-max", type=positive_int, default=None)
