@@ -210,7 +210,6 @@ def test_surface_move_relocates_the_worst_bound_atoms():
     """Relocate: the adatom of LJ14 (icosahedron + 1, highest per-atom energy by far)
     is the atom most often moved; it lands touching the cluster at one bond length and
     every other atom keeps its place."""
-    from ase.build import molecule  # noqa: F401  (ase import check)
     from jcsp.calculator import JCSPCalculator
     from jcsp.search.drivers import operators as ops
     from jcsp.search.generate import random_clusters

@@ -10,7 +10,7 @@ reachable as usual.
 import sys as _sys
 import types as _types
 
-from . import pointgroup
+from . import pointgroup  # noqa: F401  (jcsp.search.pointgroup)
 from .archive import AddResult, Archive
 from .database import (ResumeError, has, make_uid, open_run, read_all, run_config,
                        write_structure, written_uids)
