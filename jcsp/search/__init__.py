@@ -10,7 +10,7 @@ reachable as usual.
 import sys as _sys
 import types as _types
 
-from . import pointgroup  # noqa: F401  (jcsp.search.pointgroup)
+from . import pointgroup
 from .archive import AddResult, Archive
 from .database import (ResumeError, has, make_uid, open_run, read_all, run_config,
                        write_structure, written_uids)
@@ -26,7 +26,7 @@ __all__ = [
     "convex_hull", "cosine_distance", "default_spec", "fingerprints", "has", "make_uid",
     "open_run", "pair_weights", "parse_composition", "random_clusters", "random_crystals",
     "read_all", "run_config", "write_structure", "written_uids", "VariableResult",
-    "plot_hull", "variable_composition",
+    "plot_hull", "variable_composition", "pointgroup",
 ]
 
 
