@@ -231,3 +231,43 @@ def test_species_outside_the_model_are_refused(pot):
     atoms.calc = jcsp.JCSPCalculator(pot)
     with pytest.raises(ValueError, match="covers O, Si but the structure contains Cu"):
         atoms.get_potential_energy()
+
+
+@pytest.mark.lammps
+def test_zbl_core_matches_lammps_pair_zbl():
+    """Below the crossover the core term is LAMMPS's ``pair_style zbl`` (whose own
+    switching only adds a constant there): compare energy differences and forces of
+    Si-O dimers."""
+    from tests.lammps_ref import run as lammps
+    import jax.numpy as jnp_
+    from jcsp.ml.model import zbl_pair
+    cell = np.eye(3) * 30.0
+    lines = ["pair_style zbl 2.0 2.5", "pair_coeff 1 1 8.0 8.0", "pair_coeff 1 2 8.0 14.0",
+             "pair_coeff 2 2 14.0 14.0"]
+    results = []
+    for d in (0.6, 0.9, 1.3):
+        pos = np.array([[5.0, 5.0, 5.0], [5.0 + d, 5.0, 5.0]])
+        e, f, _ = lammps(cell, pos, ["Si", "O"], lines, pbc=False, types=["O", "Si"])
+        results.append((d, e, f[1, 0]))
+    ours = lambda d: float(zbl_pair(jnp_.asarray(d), jnp_.asarray(14), jnp_.asarray(8)))
+    for (d1, e1, _), (d2, e2, _) in zip(results, results[1:]):
+        assert abs((e1 - e2) - (ours(d1) - ours(d2))) < 1e-6 * abs(e1 - e2)
+    for d, _, f in results:
+        h = 1e-6
+        assert abs(-(ours(d + h) - ours(d - h)) / (2 * h) - f) < 1e-5 * abs(f)
+
+
+def test_core_repulsion_takes_over_below_the_data(pot):
+    """With an inner cutoff, a dimer pushed below it meets the ZBL wall; at and above
+    it energies are those of the network alone."""
+    import dataclasses
+    inner = 1.8
+    cored = EquivariantPotential(dataclasses.replace(pot.config, inner_cutoff=inner), pot.params)
+    ds = [0.8, 1.0, 1.2, 1.8, 2.2, 2.8]
+    dimers = [Atoms("SiO", positions=[[0, 0, 0], [d, 0, 0]], cell=[9, 9, 9], pbc=True)
+              for d in ds]
+    plain, _, _ = _batch(pot, dimers)
+    core, _, _ = _batch(cored, dimers)
+    np.testing.assert_allclose(core[3:], plain[3:], rtol=0, atol=1e-12)
+    assert core[0] > core[1] > core[2] > core[3]  # repulsive wall
+    assert core[0] - core[3] > 50.0

@@ -61,19 +61,25 @@ class ModelConfig:
       radial_hidden: width of the radial MLP.
       readout_hidden: width of the last layer's readout MLP.
       avg_neighbors: normaliser of the neighbor sum (set from data before training).
+      inner_cutoff: shortest interatomic distance the network is trusted at, Å (set by
+        training to the shortest distance in its data). Below it the network's edges
+        fade out over ``CORE_WIDTH`` and the ZBL screened nuclear repulsion fades in, so
+        atoms pushed closer than any training example meet a physical wall instead of
+        an extrapolation; at and above it nothing changes. 0 disables both.
     """
 
     species: tuple[int, ...] = ()
     cutoff: float = 5.0
-    channels: int = 16
+    channels: int = 32
     l_max: int = 3
     hidden_l_max: int = 0
     n_layers: int = 2
     correlation: int = 3
     n_radial: int = 8
-    radial_hidden: int = 16
+    radial_hidden: int = 32
     readout_hidden: int = 16
     avg_neighbors: float = 20.0
+    inner_cutoff: float = 0.0
 
     def __post_init__(self):
         if self.cutoff <= 0:
@@ -104,6 +110,37 @@ def envelope(u: Array, p: int = 6) -> Array:
     f = (1.0 - (p + 1) * (p + 2) / 2 * u**p + p * (p + 2) * u ** (p + 1)
          - p * (p + 1) / 2 * u ** (p + 2))
     return jnp.where(inside, f, 0.0)
+
+
+#: Width (Å) of the crossover from ZBL repulsion to the network below ``inner_cutoff``.
+CORE_WIDTH = 0.5
+#: e^2 / (4 pi eps0) in eV Å.
+COULOMB = 14.399645
+
+
+def core_switch(r: Array, inner_cutoff: float) -> Array:
+    """0 below ``inner_cutoff - CORE_WIDTH``, 1 above ``inner_cutoff``, C2 smoothstep
+    between. All ones when ``inner_cutoff`` is 0."""
+    if inner_cutoff <= 0:
+        return jnp.ones_like(r)
+    t = jnp.clip((r - (inner_cutoff - CORE_WIDTH)) / CORE_WIDTH, 0.0, 1.0)
+    return t ** 3 * (10.0 - 15.0 * t + 6.0 * t ** 2)
+
+
+def zbl_pair(r: Array, z_i: Array, z_j: Array) -> Array:
+    """Ziegler-Biersack-Littmark universal screened nuclear repulsion (eV), r > 0 in Å.
+
+    ``E = Z_i Z_j e^2 / (4 pi eps0 r) phi(r / a)``, ``a = 0.46850 / (Z_i^0.23 + Z_j^0.23)``
+    Å, phi a sum of four exponentials (Ziegler, Biersack & Littmark, The Stopping and
+    Range of Ions in Solids, 1985; LAMMPS ``pair_style zbl``).
+    """
+    z_i = z_i.astype(r.dtype)
+    z_j = z_j.astype(r.dtype)
+    a = 0.46850 / (z_i ** 0.23 + z_j ** 0.23)
+    x = r / a
+    phi = (0.18175 * jnp.exp(-3.19980 * x) + 0.50986 * jnp.exp(-0.94229 * x)
+           + 0.28022 * jnp.exp(-0.40290 * x) + 0.02817 * jnp.exp(-0.20162 * x))
+    return COULOMB * z_i * z_j / r * phi
 
 
 def bessel_basis(r: Array, n: int, cutoff: float) -> Array:
@@ -216,7 +253,8 @@ class Backbone(nn.Module):
         r = safe_norm(nbr_vec, nbr_mask)
         edge = nbr_mask & (r < cfg.cutoff)
         r_safe = jnp.where(edge, r, 0.5 * cfg.cutoff)
-        weight = jnp.where(edge, envelope(r_safe / cfg.cutoff), 0.0)
+        weight = jnp.where(edge, envelope(r_safe / cfg.cutoff)
+                           * core_switch(r_safe, cfg.inner_cutoff), 0.0)
         radial = bessel_basis(r_safe, cfg.n_radial, cfg.cutoff)
         unit = jnp.where(edge[..., None], nbr_vec, jnp.ones_like(nbr_vec))
         sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=True,

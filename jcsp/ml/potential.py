@@ -14,7 +14,9 @@ import jax.numpy as jnp
 
 from ..graph import Graph
 from ..potentials.base import Potential, to_numbers
-from .model import ModelConfig, apply_energy, cast, count_parameters, init_params
+from ..graph import safe_norm
+from .model import (ModelConfig, apply_energy, cast, core_switch, count_parameters,
+                    init_params, zbl_pair)
 
 
 class EquivariantPotential(Potential):
@@ -43,7 +45,19 @@ class EquivariantPotential(Potential):
         types = self.type_index(graph.species)
         out = apply_energy(self.config, params["net"], types, graph.nbr_idx, graph.nbr_vec,
                            graph.nbr_mask)
-        return params["e_ref"][types] + params["scale"] * out
+        return params["e_ref"][types] + params["scale"] * out + self.core_energies(graph)
+
+    def core_energies(self, graph: Graph):
+        """[N] ZBL repulsion below ``inner_cutoff`` (half of each pair to each atom)."""
+        inner = self.config.inner_cutoff
+        if inner <= 0:
+            return jnp.zeros(graph.species.shape, graph.nbr_vec.dtype)
+        r = safe_norm(graph.nbr_vec, graph.nbr_mask)
+        close = graph.nbr_mask & (r < inner)
+        r_safe = jnp.where(close, r, inner)
+        z_j = graph.species[graph.nbr_idx]
+        pair = zbl_pair(r_safe, graph.species[:, None], z_j) * (1.0 - core_switch(r_safe, inner))
+        return 0.5 * jnp.sum(jnp.where(close, pair, 0.0), axis=1)
 
     def astype(self, dtype) -> "EquivariantPotential":
         """The same potential with parameters in ``dtype`` (float32 or float64)."""
