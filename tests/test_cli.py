@@ -245,7 +245,7 @@ def test_readme_starts_with_the_two_commands_ci_runs():
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     lines = [line for line in (root / "README.md").read_text().splitlines() if line.strip()]
-    assert lines[1:5] == ["```bash", "pip install -e . && jcsp relax", "python -m pytest -q",
+    assert lines[1:5] == ["```bash", "pip install -e . && jcsp search", "python -m pytest -q",
                           "```"]
     ci = (root / ".ci" / "run").read_text()
     assert "python -m pytest -q || status=$?" in ci

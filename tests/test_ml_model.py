@@ -229,7 +229,7 @@ def test_committee_mean_and_spread_match_members():
 def test_species_outside_the_model_are_refused(pot):
     atoms = bulk("Cu", "fcc", 3.6)
     atoms.calc = jcsp.JCSPCalculator(pot)
-    with pytest.raises(ValueError, match="covers O, Si but the structure contains Cu"):
+    with pytest.raises(ValueError, match="covers Si, O but the structure contains Cu"):
         atoms.get_potential_energy()
 
 
