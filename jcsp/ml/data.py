@@ -268,7 +268,7 @@ class Packer:
     def batch(self, labels: Labels, group: list[int], cache: dict | None = None) -> Batch:
         """One padded batch of the structures ``group`` of ``labels``."""
         a_max, s_max, k = self.max_atoms, self.max_structures, self.capacity
-        pad_slot = s_max - 1 if len(group) < s_max else s_max - 1
+        pad_slot = s_max - 1  # padding atoms are masked; any slot will do
         b = Batch(positions=np.zeros((a_max, 3)), species=np.zeros(a_max, np.int32),
                   mask=np.zeros(a_max, bool), structure=np.full(a_max, pad_slot, np.int32),
                   nbr_idx=np.tile(np.arange(a_max, dtype=np.int32)[:, None], (1, k)),
