@@ -70,13 +70,13 @@ class ModelConfig:
 
     species: tuple[int, ...] = ()
     cutoff: float = 5.0
-    channels: int = 16
+    channels: int = 32
     l_max: int = 3
     hidden_l_max: int = 0
     n_layers: int = 2
     correlation: int = 3
     n_radial: int = 8
-    radial_hidden: int = 16
+    radial_hidden: int = 32
     readout_hidden: int = 16
     avg_neighbors: float = 20.0
     inner_cutoff: float = 0.0

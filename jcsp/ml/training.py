@@ -74,10 +74,10 @@ class TrainConfig:
     weight_decay: float = 1e-6
     clip: float = 10.0
     ema: float = 0.99
-    w_energy: float = 0.1
+    w_energy: float = 10.0
     w_forces: float = 1.0
     w_stress: float = 0.01
-    energy_boost: float = 100.0
+    energy_boost: float = 10.0
     boost_fraction: float = 0.25
     select_energy: float = 1e-3
     select_forces: float = 0.03
@@ -324,7 +324,7 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
         valid = score_set(score, state.ema, fixed, packer, valid_labels, dtype, cache)
         # Model selection: energy and force errors in units of the accuracy one asks of
         # a DFT surrogate (select_energy eV/atom ~ select_forces eV/Å), so that neither
-        # dominates (the loss itself is force-dominated for most of the run).
+        # dominates (the loss reweights energy in its last phase).
         vloss = ((valid["energy_mae"] / cfg.select_energy) ** 2
                  + (valid["forces_mae"] / cfg.select_forces) ** 2)
         vloss = float(np.mean(vloss))
