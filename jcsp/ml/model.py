@@ -166,6 +166,37 @@ class RadialMLP(nn.Module):
         return nn.Dense(self.n_out, use_bias=False)(x)
 
 
+class SpeciesLinear(nn.Module):
+    """Equivariant linear map with one weight set per species.
+
+    The same parameters (names, shapes, initialisation) as ``e3nn.flax.Linear(...,
+    num_indexed_weights=n_species, force_irreps_out=True)``, but applied as one dense
+    map of all atoms per species followed by a one-hot pick, instead of copying a weight
+    matrix to every atom (which dominated the training step on CPU).
+    """
+
+    irreps_out: e3nn.Irreps
+    n_species: int
+
+    @nn.compact
+    def __call__(self, types: Array, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+        x = x.remove_zero_chunks().regroup()
+        lin = e3nn.FunctionalLinear(x.irreps, e3nn.Irreps(self.irreps_out).simplify())
+        weights = [
+            self.param(f"w[{ins.i_in},{ins.i_out}] {lin.irreps_in[ins.i_in]},"
+                       f"{lin.irreps_out[ins.i_out]}",
+                       nn.initializers.normal(stddev=ins.weight_std),
+                       (self.n_species,) + ins.path_shape, x.dtype)
+            for ins in lin.instructions]
+        apply = e3nn.utils.vmap(lin, in_axes=(None, 0))
+        if self.n_species == 1:
+            return apply([w[0] for w in weights], x)
+        onehot = jax.nn.one_hot(types, self.n_species, dtype=x.dtype)
+        out = sum(onehot[:, s, None] * apply([w[s] for w in weights], x).array
+                  for s in range(self.n_species))
+        return e3nn.IrrepsArray(lin.irreps_out, out)
+
+
 class Interaction(nn.Module):
     """One message-passing layer; see the module docstring."""
 
@@ -174,15 +205,16 @@ class Interaction(nn.Module):
 
     @nn.compact
     def __call__(self, h: e3nn.IrrepsArray, types: Array, nbr_idx: Array, sh: e3nn.IrrepsArray,
-                 radial: Array, weight: Array) -> e3nn.IrrepsArray:
+                 radial: Array) -> e3nn.IrrepsArray:
         """
         Args:
           h: [N, irreps] node features.
           types: [N] species type indices.
           nbr_idx: [N, K] neighbor indices.
-          sh: [N, K, sh_irreps] spherical harmonics of the edge directions.
+          sh: [N, K, sh_irreps] spherical harmonics of the edge directions times the
+            envelope (0 on padded edges and beyond the cutoff); the messages are linear
+            in them, so the envelope is applied once here for every layer.
           radial: [N, K, n_radial] radial basis.
-          weight: [N, K] envelope (0 on padded edges and beyond the cutoff).
 
         Returns:
           [N, irreps_out] new node features.
@@ -194,7 +226,7 @@ class Interaction(nn.Module):
             # neighbor sum is one contraction per l (MACE's density A_i).
             h_up = nn.Dense(c, use_bias=False, name="up")(h.array)[nbr_idx]  # [N, K, C]
             w = RadialMLP(cfg.radial_hidden, c * (cfg.l_max + 1), name="radial")(radial)
-            w = w.reshape(w.shape[:-1] + (cfg.l_max + 1, c)) * weight[..., None, None]
+            w = w.reshape(w.shape[:-1] + (cfg.l_max + 1, c))
             chunks = []
             for l in range(cfg.l_max + 1):
                 y = sh.array[..., l * l:(l + 1) * (l + 1)]  # [N, K, 2l+1]
@@ -204,13 +236,13 @@ class Interaction(nn.Module):
             up = e3nn.flax.Linear(h.irreps, name="up")(h)
             msg = e3nn.tensor_product(up[nbr_idx], sh, filter_ir_out=cfg.sh_irreps)
             w = RadialMLP(cfg.radial_hidden, msg.irreps.num_irreps, name="radial")(radial)
-            msg = msg * (w * weight[..., None])
+            msg = msg * w
             a = e3nn.flax.Linear(c * cfg.sh_irreps, name="a_mix")(e3nn.sum(msg, axis=1))
             a = a.mul_to_axis(c)  # [N, C, sh]
         a = a / cfg.avg_neighbors
 
         # Channel-wise product basis up to the correlation order (MACE's B features).
-        out = self.irreps_out
+        out = e3nn.Irreps(self.irreps_out)
         keep = [ir for _, ir in out]
         terms = [a.filter(keep=keep)]
         power = a
@@ -224,11 +256,9 @@ class Interaction(nn.Module):
         n_scalars = sum(mul for mul, ir in out if ir.l == 0)
         gate_in = e3nn.Irreps(f"{n_scalars + n_gates}x0e") + e3nn.Irreps(
             [(mul, ir) for mul, ir in out if ir.l > 0])
-        x = e3nn.flax.Linear(gate_in, num_indexed_weights=len(cfg.species),
-                             force_irreps_out=True, name="product")(types, b)
+        x = SpeciesLinear(gate_in, len(cfg.species), name="product")(types, b)
         x = e3nn.gate(x, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
-        skip = e3nn.flax.Linear(out, num_indexed_weights=len(cfg.species), force_irreps_out=True,
-                                name="skip")(types, h)
+        skip = SpeciesLinear(out, len(cfg.species), name="skip")(types, h)
         return x + skip
 
 
@@ -258,7 +288,7 @@ class Backbone(nn.Module):
         radial = bessel_basis(r_safe, cfg.n_radial, cfg.cutoff)
         unit = jnp.where(edge[..., None], nbr_vec, jnp.ones_like(nbr_vec))
         sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=True,
-                                      normalization="component")
+                                      normalization="component") * weight[..., None]
 
         onehot = jax.nn.one_hot(types, len(cfg.species), dtype=nbr_vec.dtype)
         h = e3nn.IrrepsArray(f"{cfg.channels}x0e",
@@ -268,7 +298,7 @@ class Backbone(nn.Module):
             last = layer == cfg.n_layers - 1
             irreps_out = e3nn.Irreps(f"{cfg.channels}x0e") if last else cfg.hidden_irreps
             h = Interaction(cfg, irreps_out, name=f"interaction_{layer}")(
-                h, types, nbr_idx, sh, radial, weight)
+                h, types, nbr_idx, sh, radial)
             features.append(h)
         return features
 
