@@ -94,6 +94,17 @@ def test_history_and_files(committee_run):
     assert len(trained.history) == 40
     meta = json.load(open(os.path.join(out, "model.json")))
     assert meta["committee"] == 2 and meta["model"]["species"] == [14]
+    # A run that completes its schedule keeps its final EMA weights (not an earlier
+    # epoch picked by the validation score).
+    run = checkpoint.load_state(out)
+    assert run.epoch == 40
+    saved = jcsp.potentials.load(out).params["net"]
+    for x, y in zip(jax.tree.leaves(run.state.ema), jax.tree.leaves(saved)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6)
+    best = int(np.argmin([h["valid_loss"] for h in run.history])) + 1
+    if best != run.epoch:  # (here the score is best at epoch 30)
+        assert any(float(np.abs(np.asarray(x) - np.asarray(y)).max()) > 1e-6
+                   for x, y in zip(jax.tree.leaves(run.best_net), jax.tree.leaves(saved)))
 
 
 def test_trained_model_relaxes_and_searches(committee_run):
