@@ -271,3 +271,24 @@ def test_core_repulsion_takes_over_below_the_data(pot):
     np.testing.assert_allclose(core[3:], plain[3:], rtol=0, atol=1e-12)
     assert core[0] > core[1] > core[2] > core[3]  # repulsive wall
     assert core[0] - core[3] > 50.0
+
+
+@pytest.mark.parametrize("n_species", [1, 3])
+def test_species_linear_matches_e3nn_indexed_linear(n_species):
+    """SpeciesLinear gives e3nn's species-indexed Linear, parameter for parameter."""
+    import e3nn_jax as e3nn
+    from jcsp.ml.model import SpeciesLinear
+    irreps_in, irreps_out = e3nn.Irreps("4x0e + 3x1o + 2x2e"), e3nn.Irreps("5x0e + 2x1o + 2e")
+    key = jax.random.PRNGKey(0)
+    x = e3nn.normal(irreps_in, key, (7,), dtype=jnp.float64)
+    types = jnp.arange(7) % n_species
+    reference = e3nn.flax.Linear(irreps_out, num_indexed_weights=n_species,
+                                 force_irreps_out=True)
+    params = reference.init(key, types, x)
+    mine = SpeciesLinear(irreps_out, n_species)
+    assert jax.tree.structure(mine.init(key, types, x)) == jax.tree.structure(params)
+    want = reference.apply(params, types, x)
+    got = mine.apply(params, types, x)
+    assert got.irreps == want.irreps
+    np.testing.assert_allclose(np.asarray(got.array), np.asarray(want.array), rtol=1e-12,
+                               atol=1e-12)
