@@ -47,8 +47,9 @@ def population(n, seed=0):
     return out
 
 
-def bench_calls(pot, structures, repeats):
+def bench_calls(pot, structures, repeats, dtype):
     pop = from_atoms(structures)
+    pop = pop.replace(frac=pop.frac.astype(dtype), cell=pop.cell.astype(dtype))
     spec = nl.spec_for(pot.cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
     t0 = time.perf_counter()
     jax.block_until_ready(evaluate_population(pot, pot.params, pop, spec))
@@ -76,10 +77,10 @@ def bench_calls(pot, structures, repeats):
             "batched_atoms_per_s": float(pop.mask.sum()) / batched}
 
 
-def bench_relax(pot, structures, fmax, sample):
+def bench_relax(pot, structures, fmax, sample, dtype):
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
-    opts = dict(fmax=fmax, max_steps=1000, progress=False)
+    opts = dict(fmax=fmax, max_steps=1000, progress=False, dtype=dtype)
     t0 = time.perf_counter()
     jcsp.relax(structures, pot, **opts)
     first = time.perf_counter() - t0
@@ -111,19 +112,23 @@ def main(argv=None) -> int:
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--ase-sample", type=int, default=4)
     parser.add_argument("--no-relax", action="store_true")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="precision of the model, in both paths")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    dtype = np.dtype(args.dtype).type
     pot = jcsp.potentials.load(args.model)
-    print(f"model {args.model}: {pot!r}")
+    print(f"model {args.model}: {pot!r}, {args.dtype} on "
+          f"{jax.devices()[0].platform}")
     structures = population(args.batch)
-    calls = bench_calls(pot, structures, args.repeats)
+    calls = bench_calls(pot.astype(dtype), structures, args.repeats, dtype)
     print(f"energy+forces+stress, {calls['structures']} x 32 atoms: batched "
           f"{1e3 * calls['batched_call_s']:.1f} ms per call (compile "
           f"{calls['batched_compile_s']:.1f} s), ASE one at a time "
           f"{1e3 * calls['ase_one_at_a_time_s']:.1f} ms -> {calls['speedup']:.1f}x")
-    result = {"calls": calls}
+    result = {"device": str(jax.devices()[0]), "dtype": args.dtype, "calls": calls}
     if not args.no_relax:
-        rel = bench_relax(pot, structures, args.fmax, args.ase_sample)
+        rel = bench_relax(pot.astype(dtype), structures, args.fmax, args.ase_sample, dtype)
         print(f"relaxation of {args.batch} structures (fmax {args.fmax}): jcsp "
               f"{rel['jcsp_s']:.1f} s ({rel['jcsp_with_compile_s']:.1f} s with compilation, "
               f"{rel['jcsp_converged']:.0%} converged, {rel['jcsp_mean_steps']:.0f} steps), "
