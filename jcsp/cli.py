@@ -315,7 +315,7 @@ SEARCH_DEFAULTS = {"composition": "Si8", "formula_units": 1, "potential": "sw-si
                    "algorithm": "random", "budget": 100, "pressure": 0.0, "seed": 0,
                    "output": None, "cluster": False, "groups": None, "population": None,
                    "fmax": 0.01, "max_steps": 2000, "target": None, "options": {},
-                   "point_groups": "all"}
+                   "point_groups": "all", "max_grade": 3.0}
 
 
 def _add_search(sub) -> None:
@@ -362,6 +362,10 @@ def _add_search(sub) -> None:
     search.add_argument("--max-steps", type=_positive_int, default=None, metavar="N")
     search.add_argument("--target", type=_finite_float, default=None, metavar="EV_PER_ATOM",
                         help="stop once the best enthalpy per atom reaches this")
+    search.add_argument("--max-grade", type=_positive_float, default=None, metavar="G",
+                        help="with an ML potential: set aside relaxed structures whose "
+                             "extrapolation grade (distance from the training data, in "
+                             "units of the farthest training atom) exceeds G (default 3)")
     search.add_argument("--show", type=_positive_int, default=10, metavar="N",
                         help="rows of the printed ranking (default 10)")
     search.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -422,7 +426,8 @@ def run_search(args) -> int:
                     max_steps=settings["max_steps"], target=settings["target"],
                     options=settings["options"], progress=not args.quiet,
                     cluster_symmetry=(settings["point_groups"] if settings["cluster"]
-                                      else None))
+                                      else None),
+                    max_grade=settings["max_grade"])
     print(ranking_table(result.structures, limit=args.show))
     print(f"{result.n_relaxations} relaxations in {result.n_batches} batches "
           f"(batch occupancy {result.occupancy:.0%}), {len(result.structures)} unique "

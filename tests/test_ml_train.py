@@ -118,6 +118,42 @@ def test_trained_model_relaxes_and_searches(committee_run):
     assert result[0].info["max_force"] < 0.05
 
 
+def test_training_domain_and_extrapolation_grade(committee_run):
+    """The saved training domain grades the training atoms within 1 (exactly 1 at the
+    farthest one), is invariant to rotation, translation and atom order, and grades a
+    dense arrangement unlike any training cell far outside."""
+    out, _, valid_set = committee_run
+    pot = jcsp.potentials.load(out)
+    assert pot.domain is not None and pot.domain.mean.shape == (2, TINY.readout_hidden)
+    train_grades = jcsp.ml.extrapolation_grades(pot, _si_set(12, 0))
+    assert train_grades.max() == pytest.approx(1.0, abs=1e-9)
+    assert np.all(jcsp.ml.extrapolation_grades(pot, valid_set) < 2.0)
+
+    atoms = valid_set[0].copy()
+    moved = atoms.copy()
+    rot = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    moved.set_cell(moved.cell[:] @ rot.T, scale_atoms=False)
+    moved.positions = moved.positions @ rot.T + np.array([0.3, -1.1, 2.0])
+    order = np.random.default_rng(1).permutation(len(moved))
+    moved = moved[order]
+    g = jcsp.ml.extrapolation_grades(pot, [atoms, moved])
+    assert g[1] == pytest.approx(g[0], rel=1e-8)
+
+    dense = bulk("Si", "fcc", 3.2, cubic=True)  # 8.2 Å^3/atom, bonds of 2.26 Å, 12-fold
+    assert jcsp.ml.extrapolation_grades(pot, [dense])[0] > 3.0
+
+
+def test_search_sets_aside_extrapolated_structures(committee_run):
+    out, _, _ = committee_run
+    pot = jcsp.potentials.load(out)
+    common = dict(budget=4, population=4, seed=2, max_steps=150, fmax=0.1)
+    kept = jcsp.search("Si4", pot, max_grade=None, **common)
+    strict = jcsp.search("Si4", pot, max_grade=1e-6, **common)
+    assert kept.structures and strict.structures == []
+    # Classical potentials carry no training domain and are never graded.
+    assert jcsp.search("Si4", _sw(), max_grade=1e-6, **common).structures
+
+
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
     train_set, valid_set = _si_set(6, 4), _si_set(2, 5)
     cfg = TrainConfig(epochs=4, atoms_per_batch=16, seed=1)
@@ -166,6 +202,13 @@ def test_corrupt_and_mismatched_checkpoints(committee_run, tmp_path):
         jcsp.potentials.load(other)
     with pytest.raises(CheckpointError, match="missing"):
         jcsp.potentials.load(tmp_path)
+    wrong_domain = tmp_path / "domain"
+    shutil.copytree(out, wrong_domain)
+    meta = json.loads((wrong_domain / "model.json").read_text())
+    meta["domain"]["mean"] = meta["domain"]["mean"][:1]
+    (wrong_domain / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="domain"):
+        jcsp.potentials.load(wrong_domain)
 
 
 def test_data_errors(tmp_path):

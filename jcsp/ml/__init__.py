@@ -3,10 +3,11 @@ committees. See ``docs/ml.md``."""
 
 from .checkpoint import CheckpointError, load
 from .data import DataError, read_structures
+from .domain import Domain, extrapolation_grades
 from .model import Backbone, EnergyNet, ModelConfig
 from .potential import Committee, EquivariantPotential
 from .training import TrainConfig, train
 
-__all__ = ["Backbone", "CheckpointError", "Committee", "DataError", "EnergyNet",
-           "EquivariantPotential", "ModelConfig", "TrainConfig", "load", "read_structures",
-           "train"]
+__all__ = ["Backbone", "CheckpointError", "Committee", "DataError", "Domain", "EnergyNet",
+           "EquivariantPotential", "ModelConfig", "TrainConfig", "extrapolation_grades", "load",
+           "read_structures", "train"]

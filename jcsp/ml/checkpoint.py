@@ -5,6 +5,8 @@ A model directory holds
 - ``model.json``: format name and version, the jcsp version that wrote it, the network
   configuration, the training settings, the reference energies and scale, the committee
   size and the SHA-256 of the weights file;
+  and the training domain (feature statistics of the training atoms, from which
+  :mod:`jcsp.ml.domain` grades how far a structure lies outside the training data);
 - ``params.msgpack``: the network weights (flax msgpack; members stacked on a leading
   axis);
 - ``history.csv``: one row per epoch (learning rate, losses, validation MAEs);
@@ -122,6 +124,15 @@ def save_model(out: str, model: ModelConfig, train_config, net, fixed: dict, his
     return load(out)
 
 
+def save_domain(out: str, domain) -> None:
+    """Add the training domain (a :class:`jcsp.ml.domain.Domain`) to ``model.json``."""
+    path = os.path.join(out, "model.json")
+    with open(path) as fh:
+        meta = json.load(fh)
+    meta["domain"] = domain.to_json()
+    _atomic_write(path, json.dumps(meta, indent=1).encode())
+
+
 def load(path: str, *, dtype=jnp.float64) -> Trained:
     """Read a model directory; committees come back as :class:`Committee`.
 
@@ -174,6 +185,15 @@ def load(path: str, *, dtype=jnp.float64) -> Trained:
         potential = EquivariantPotential(model, params)
     else:
         potential = Committee(model, params)
+    if "domain" in meta:
+        from .domain import Domain
+        try:
+            potential.domain = Domain.from_json(meta["domain"])
+        except ValueError as exc:
+            raise CheckpointError(f"{meta_path}: {exc}") from exc
+        if potential.domain.mean.shape != (members, model.readout_hidden):
+            raise CheckpointError(f"{meta_path}: the training domain does not match the "
+                                  "model (mismatched checkpoint)")
     history = []
     hist_path = os.path.join(path, "history.csv")
     if os.path.exists(hist_path):

@@ -325,6 +325,7 @@ class EnergyNet(nn.Module):
             else:
                 x = jax.nn.silu(nn.Dense(cfg.readout_hidden, use_bias=False,
                                          name=f"readout_{layer}_hidden")(scalars))
+                self.sow("intermediates", "features", x)
                 energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(x)[:, 0]
         return energy
 
@@ -360,5 +361,14 @@ def apply_energy(config: ModelConfig, net_params, types, nbr_idx, nbr_vec, nbr_m
     return EnergyNet(config).apply({"params": net_params}, types, nbr_idx, nbr_vec, nbr_mask)
 
 
-__all__: Sequence[str] = ["Backbone", "EnergyNet", "ModelConfig", "apply_energy", "bessel_basis",
-                          "cast", "count_parameters", "envelope", "init_params"]
+def apply_features(config: ModelConfig, net_params, types, nbr_idx, nbr_vec, nbr_mask) -> Array:
+    """[N, readout_hidden] per-atom features on which the energy readout is linear (the
+    last layer's hidden readout activations): the descriptor of :mod:`jcsp.ml.domain`."""
+    _, state = EnergyNet(config).apply({"params": net_params}, types, nbr_idx, nbr_vec,
+                                       nbr_mask, mutable=["intermediates"])
+    return state["intermediates"]["features"][0]
+
+
+__all__: Sequence[str] = ["Backbone", "EnergyNet", "ModelConfig", "apply_energy",
+                          "apply_features", "bessel_basis", "cast", "count_parameters",
+                          "envelope", "init_params"]

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from ..graph import Graph
 from ..potentials.base import Potential, to_numbers
 from ..graph import safe_norm
-from .model import (ModelConfig, apply_energy, cast, core_switch, count_parameters,
-                    init_params, zbl_pair)
+from .model import (ModelConfig, apply_energy, apply_features, cast, core_switch,
+                    count_parameters, init_params, zbl_pair)
 
 
 class EquivariantPotential(Potential):
@@ -40,12 +40,18 @@ class EquivariantPotential(Potential):
                       "e_ref": jnp.zeros(len(self.species), dtype),
                       "scale": jnp.ones((), dtype)}
         self.params = params
+        self.domain = None  # training domain (jcsp.ml.domain.Domain), set by load / train
 
     def energies(self, params, graph: Graph):
         types = self.type_index(graph.species)
         out = apply_energy(self.config, params["net"], types, graph.nbr_idx, graph.nbr_vec,
                            graph.nbr_mask)
         return params["e_ref"][types] + params["scale"] * out + self.core_energies(graph)
+
+    def features(self, params, graph: Graph):
+        """[N, F] per-atom descriptors on which the energy readout is linear."""
+        return apply_features(self.config, params["net"], self.type_index(graph.species),
+                              graph.nbr_idx, graph.nbr_vec, graph.nbr_mask)
 
     def core_energies(self, graph: Graph):
         """[N] ZBL repulsion below ``inner_cutoff`` (half of each pair to each atom)."""
@@ -61,7 +67,9 @@ class EquivariantPotential(Potential):
 
     def astype(self, dtype) -> "EquivariantPotential":
         """The same potential with parameters in ``dtype`` (float32 or float64)."""
-        return EquivariantPotential(self.config, cast(self.params, dtype))
+        out = EquivariantPotential(self.config, cast(self.params, dtype))
+        out.domain = self.domain
+        return out
 
     @property
     def n_parameters(self) -> int:
@@ -92,6 +100,7 @@ class Committee(Potential):
         self.cutoff = self.member.cutoff
         self.species = self.member.species
         self.params = params
+        self.domain = None
 
     @property
     def size(self) -> int:
@@ -104,6 +113,10 @@ class Committee(Potential):
                  for name, v in params.items() if name != "net"}
         return {"net": params["net"], **fixed}
 
+    def features(self, params, graph: Graph):
+        """[K, N, F] per-atom descriptors of every member."""
+        return jax.vmap(lambda p: self.member.features(p, graph))(self.member_params(params))
+
     def member_energies(self, params, graph: Graph):
         """[K, N] per-atom energies of every member."""
         return jax.vmap(lambda p: self.member.energies(p, graph))(self.member_params(params))
@@ -112,7 +125,9 @@ class Committee(Potential):
         return jnp.mean(self.member_energies(params, graph), axis=0)
 
     def astype(self, dtype) -> "Committee":
-        return Committee(self.config, cast(self.params, dtype))
+        out = Committee(self.config, cast(self.params, dtype))
+        out.domain = self.domain
+        return out
 
     @property
     def n_parameters(self) -> int:

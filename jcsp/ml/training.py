@@ -38,6 +38,7 @@ import optax
 from . import checkpoint
 from .batch_eval import errors, loss_terms, predict, to_device
 from .data import Labels, Packer, fit_reference_energies, labels_of, neighbor_arrays
+from .domain import fit_domain
 from .model import ModelConfig, cast, init_params
 from .potential import EquivariantPotential
 
@@ -376,6 +377,9 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
     trained = checkpoint.save_model(out, model, cfg, jax.device_get(kept),
                                     jax.device_get(fixed), history,
                                     species_counts=_composition(train_structures))
+    # Feature statistics of the training atoms: the extrapolation grade of jcsp.ml.domain.
+    trained.potential.domain = fit_domain(trained.potential, train_structures)
+    checkpoint.save_domain(out, trained.potential.domain)
     row = _best_row(history) if early else _row(history[-1]) if history else {}
     log(f"trained {members} model(s) for {len(history)} epochs in "
         f"{history[-1]['time'] if history else 0:.0f} s; kept "

@@ -104,13 +104,15 @@ class Session:
                  budget: int, seed: int, pressure: float, cluster: bool, groups,
                  volume, population: int, fmax: float, max_steps: int, db=None,
                  target: float | None = None, progress: bool = False,
-                 cluster_symmetry=None):
+                 cluster_symmetry=None, max_grade: float | None = None):
         self.counts, self.potential, self.driver = counts, potential, driver
         self.budget, self.seed, self.pressure = budget, seed, pressure
         self.cluster, self.groups, self.volume = cluster, groups, volume
         self.population, self.fmax, self.max_steps = population, fmax, max_steps
         self.target, self.db = target, db
         self.cluster_symmetry = cluster_symmetry
+        self.max_grade = max_grade if getattr(potential, "domain", None) is not None else None
+        self._grade_spec = None
         self.symbols = [s for s, c in counts.items() for _ in range(c)]
         self.n_atoms = len(self.symbols)
         #: Å, typical nearest-neighbour distance (sum of covalent radii, count-weighted).
@@ -189,6 +191,7 @@ class Session:
                                  batch_size=self.population)
             self.n_batches += 1
             self.slots_used += len(clean)
+            self._set_aside_extrapolated(relaxed)
             for atoms, uid, par in zip(relaxed, uids, parents):
                 atoms.info.update(uid=uid, driver=self.driver, generation=int(generation),
                                   parents=par)
@@ -211,6 +214,26 @@ class Session:
             self._bar.update(len(relaxed))
             self._bar.set_postfix(best=f"{self._best:.5f} eV/atom")
         return relaxed
+
+    def _set_aside_extrapolated(self, relaxed: Sequence[Atoms]) -> None:
+        """Grade relaxed structures against an ML potential's training domain
+        (:mod:`jcsp.ml.domain`); those beyond ``max_grade`` count as failed, so a hole
+        of the fitted energy surface cannot win the search."""
+        ok = [a for a in relaxed if not a.info.get("failed")]
+        if self.max_grade is None or not ok:
+            return
+        from ..ml.domain import covering_spec, extrapolation_grades
+        from ..structures.convert import from_atoms
+        self._grade_spec = covering_spec(self._grade_spec, from_atoms(ok), self.potential.cutoff)
+        for atoms, grade in zip(ok, extrapolation_grades(self.potential, ok,
+                                                         spec=self._grade_spec)):
+            atoms.info["extrapolation_grade"] = float(grade)
+            if grade > self.max_grade:
+                atoms.info["failed"] = True
+                atoms.info["failure_reason"] = (
+                    f"outside the potential's training data (extrapolation grade "
+                    f"{grade:.1f} > max_grade {self.max_grade:g}); its energy is not to be "
+                    "trusted")
 
     def atom_energies(self, atoms: Atoms) -> np.ndarray:
         """[N] per-atom energies (eV) of a structure under the search's potential
@@ -269,7 +292,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
            population: int | None = None, fmax: float = 0.01, max_steps: int = 2000,
            target: float | None = None, options: Mapping[str, Any] | None = None,
            n_best: int = 10, progress: bool = False,
-           cluster_symmetry: bool | Sequence[str] | None = True) -> SearchResult:
+           cluster_symmetry: bool | Sequence[str] | None = True,
+           max_grade: float | None = 3.0) -> SearchResult:
     """Search for the lowest-enthalpy structures of a composition.
 
     Args:
@@ -303,6 +327,11 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
         :data:`jcsp.search.pointgroup.GROUPS`, C1 included, for each start), a list
         of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``, or False / None for
         plain random points in a sphere. Ignored for crystals unless set explicitly.
+      max_grade: with a machine-learned potential that carries its training domain,
+        relaxed structures whose extrapolation grade (:mod:`jcsp.ml.domain`: distance
+        from the training atoms' features, in units of the farthest training atom)
+        exceeds this are set aside as failed, with the grade in ``info``; None keeps
+        them. Classical potentials are not graded.
 
     Returns:
       A :class:`SearchResult`.
@@ -356,6 +385,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
                              "groups or change the composition")
     if volume is not None:
         volume = _real(volume, "volume", positive=True)
+    if max_grade is not None:
+        max_grade = _real(max_grade, "max_grade", positive=True)
     config_cls, run_driver = drivers[algorithm]
     config = options_from(config_cls, options, algorithm)
 
@@ -365,6 +396,8 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
               "population": population, "fmax": fmax, "max_steps": max_steps,
               "potential": repr(potential), "options": dict(options or {}),
               "budget": budget, "target": target}
+    if getattr(potential, "domain", None) is not None:
+        record["max_grade"] = max_grade
     if cluster_symmetry is not None:
         record["cluster_symmetry"] = list(cluster_symmetry)
     db = None
@@ -375,7 +408,7 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
                       seed=seed, pressure=pressure, cluster=bool(cluster), groups=groups,
                       volume=volume, population=population, fmax=fmax,
                       max_steps=max_steps, db=db, target=target, progress=progress,
-                      cluster_symmetry=cluster_symmetry)
+                      cluster_symmetry=cluster_symmetry, max_grade=max_grade)
     try:
         run_driver(session, config)
     finally:
