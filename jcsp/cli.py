@@ -432,6 +432,12 @@ def run_search(args) -> int:
     print(f"{result.n_relaxations} relaxations in {result.n_batches} batches "
           f"(batch occupancy {result.occupancy:.0%}), {len(result.structures)} unique "
           "structures" + (f"; wrote {result.out}" if result.out else ""), file=sys.stderr)
+    if result.n_extrapolated:
+        print(f"jcsp: {result.n_extrapolated} relaxed structure(s) set aside as outside the "
+              f"potential's training data (extrapolation grade above "
+              f"{settings['max_grade']:g}; they stay in structures.db with their grade; "
+              "--max-grade changes the limit)",
+              file=sys.stderr)
     return 0
 
 

@@ -150,6 +150,7 @@ def test_search_sets_aside_extrapolated_structures(committee_run):
     kept = jcsp.search("Si4", pot, max_grade=None, **common)
     strict = jcsp.search("Si4", pot, max_grade=1e-6, **common)
     assert kept.structures and strict.structures == []
+    assert kept.n_extrapolated == 0 and strict.n_extrapolated > 0
     # Classical potentials carry no training domain and are never graded.
     assert jcsp.search("Si4", _sw(), max_grade=1e-6, **common).structures
 

@@ -134,4 +134,8 @@ class Committee(Potential):
         return count_parameters(self.params["net"])
 
     def __repr__(self) -> str:
-        return f"Committee(size={self.size}, member={self.member!r})"
+        c = self.config
+        return (f"Committee(size={self.size}, species={self.species}, cutoff={c.cutoff}, "
+                f"channels={c.channels}, l_max={c.l_max}, layers={c.n_layers}, "
+                f"correlation={c.correlation}, parameters per member="
+                f"{self.n_parameters // max(self.size, 1)})")

@@ -59,6 +59,8 @@ class SearchResult:
       out: output folder, or None.
       n_batches: relaxation calls made by this process (read-back generations excluded).
       occupancy: mean fraction of batch slots that held a structure in those calls.
+      n_extrapolated: relaxed structures set aside as outside an ML potential's
+        training domain (``max_grade``), read-back ones included.
     """
 
     best: Atoms | None
@@ -70,6 +72,7 @@ class SearchResult:
     n_batches: int = 0
     occupancy: float = math.nan
     config: dict = field(default_factory=dict)
+    n_extrapolated: int = 0
 
     def first_hit(self, target: float, tol: float = 1e-4) -> int | None:
         """Relaxations (1-based) until the best enthalpy per atom first came within
@@ -122,6 +125,7 @@ class Session:
         if db is not None:
             self.stored = {a.info["uid"]: a for a in dbm.read_all(db) if "uid" in a.info}
         self.n_relaxations = 0
+        self.n_extrapolated = 0
         self.history: list[float] = []
         self.n_batches = 0
         self.slots_used = 0
@@ -207,6 +211,8 @@ class Session:
                 atoms.info["entry"] = added.entry  # archive entry: duplicates share it
         for atoms in relaxed:
             self.n_relaxations += 1
+            self.n_extrapolated += atoms.info.get("extrapolation_grade", 0.0) > (
+                self.max_grade or math.inf)
             h = self.fitness(atoms)
             self._best = min(self._best, h)
             self.history.append(self._best)
@@ -420,7 +426,7 @@ def search(composition: str, potential: Potential, algorithm: str = "random",
                           n_batches=session.n_batches,
                           occupancy=(session.slots_used / (session.n_batches * population)
                                      if session.n_batches else math.nan),
-                          config=record)
+                          config=record, n_extrapolated=session.n_extrapolated)
     if out is not None:
         write_outputs(result, n_best=n_best)
     return result
