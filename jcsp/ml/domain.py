@@ -81,9 +81,8 @@ def _features(potential, params, pop_arrays, spec, pbc):
     return jax.vmap(one)(frac, cell, species, mask)
 
 
-def covering_spec(spec: nl.NeighborSpec, pop, cutoff: float) -> nl.NeighborSpec:
-    """A neighbor spec that fits ``pop`` and, when given, contains ``spec`` (callers that
-    keep the returned spec between calls compile once per population size)."""
+def _covering_spec(spec: nl.NeighborSpec | None, pop, cutoff: float) -> nl.NeighborSpec:
+    """A neighbor spec that fits ``pop`` and contains ``spec`` when one is given."""
     fresh = nl.spec_for(cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
     if spec is None:
         return fresh
@@ -91,20 +90,14 @@ def covering_spec(spec: nl.NeighborSpec, pop, cutoff: float) -> nl.NeighborSpec:
                            tuple(max(a, b) for a, b in zip(spec.images, fresh.images)))
 
 
-def atom_features(potential, structures, *, chunk: int = 32,
-                  spec: nl.NeighborSpec | None = None) -> list[np.ndarray]:
-    """Per-atom readout features of each structure: a list of [K, n_atoms, F] arrays.
-
-    The structures are padded to one size and evaluated ``chunk`` at a time (one
-    compilation for the whole list; ``spec``, see :func:`covering_spec`).
-    """
+def _features_with_spec(potential, structures, chunk: int, spec):
+    """(features as in :func:`atom_features`, the neighbor spec used)."""
     structures = list(structures)
     if not structures:
-        return []
+        return [], spec
     potential.check_species({int(z) for a in structures for z in a.numbers})
-    n_max = max(len(a) for a in structures)
-    pop = from_atoms(structures, n_max=n_max)
-    spec = covering_spec(spec, pop, potential.cutoff)
+    pop = from_atoms(structures, n_max=max(len(a) for a in structures))
+    spec = _covering_spec(spec, pop, potential.cutoff)
     out = []
     for start in range(0, len(structures), chunk):
         idx = np.arange(start, start + chunk) % len(structures)  # full chunks: one shape
@@ -113,7 +106,16 @@ def atom_features(potential, structures, *, chunk: int = 32,
         feats = np.asarray(_features(potential, potential.params, arrays, spec, pop.pbc))
         for j, m in enumerate(range(start, min(start + chunk, len(structures)))):
             out.append(feats[j][:, : len(structures[m])])
-    return out
+    return out, spec
+
+
+def atom_features(potential, structures, *, chunk: int = 32) -> list[np.ndarray]:
+    """Per-atom readout features of each structure: a list of [K, n_atoms, F] arrays.
+
+    The structures are padded to one size and evaluated ``chunk`` at a time (one
+    compilation for the whole list).
+    """
+    return _features_with_spec(potential, structures, chunk, None)[0]
 
 
 def fit_domain(potential, structures, *, ridge: float = 1e-6) -> Domain:
@@ -130,20 +132,41 @@ def fit_domain(potential, structures, *, ridge: float = 1e-6) -> Domain:
     return Domain(mean, precision, scale)
 
 
-def extrapolation_grades(potential, structures, *,
-                         spec: nl.NeighborSpec | None = None) -> np.ndarray:
+def _require_domain(potential) -> Domain:
+    domain = getattr(potential, "domain", None)
+    if domain is None:
+        raise ValueError("this potential has no training domain on record; models trained "
+                         "by `jcsp train` from this version on carry one")
+    return domain
+
+
+def _grades(domain: Domain, features: list) -> np.ndarray:
+    return np.array([float(domain.grade(f).max()) if f.shape[1] else 0.0 for f in features])
+
+
+def extrapolation_grades(potential, structures) -> np.ndarray:
     """[M] extrapolation grade of each structure (largest atom grade; see module doc).
 
     Raises:
       ValueError: the potential carries no training domain (a model saved before jcsp
         recorded one, or a classical potential).
     """
-    domain = getattr(potential, "domain", None)
-    if domain is None:
-        raise ValueError("this potential has no training domain on record; models trained "
-                         "by `jcsp train` from this version on carry one")
-    return np.array([float(domain.grade(f).max()) if f.shape[1] else 0.0
-                     for f in atom_features(potential, structures, spec=spec)])
+    return _grades(_require_domain(potential), atom_features(potential, structures))
 
 
-__all__ = ["Domain", "atom_features", "covering_spec", "extrapolation_grades", "fit_domain"]
+class Grader:
+    """:func:`extrapolation_grades` for batch after batch (a search's generations): keeps
+    one neighbor spec that covers every batch so far, so batches of one size compile
+    once."""
+
+    def __init__(self, potential):
+        self.domain = _require_domain(potential)
+        self.potential = potential
+        self.spec = None
+
+    def __call__(self, structures) -> np.ndarray:
+        features, self.spec = _features_with_spec(self.potential, structures, 32, self.spec)
+        return _grades(self.domain, features)
+
+
+__all__ = ["Domain", "Grader", "atom_features", "extrapolation_grades", "fit_domain"]

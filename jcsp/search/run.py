@@ -115,7 +115,7 @@ class Session:
         self.target, self.db = target, db
         self.cluster_symmetry = cluster_symmetry
         self.max_grade = max_grade if getattr(potential, "domain", None) is not None else None
-        self._grade_spec = None
+        self._grader = None
         self.symbols = [s for s, c in counts.items() for _ in range(c)]
         self.n_atoms = len(self.symbols)
         #: Å, typical nearest-neighbour distance (sum of covalent radii, count-weighted).
@@ -228,11 +228,10 @@ class Session:
         ok = [a for a in relaxed if not a.info.get("failed")]
         if self.max_grade is None or not ok:
             return
-        from ..ml.domain import covering_spec, extrapolation_grades
-        from ..structures.convert import from_atoms
-        self._grade_spec = covering_spec(self._grade_spec, from_atoms(ok), self.potential.cutoff)
-        for atoms, grade in zip(ok, extrapolation_grades(self.potential, ok,
-                                                         spec=self._grade_spec)):
+        if self._grader is None:
+            from ..ml.domain import Grader
+            self._grader = Grader(self.potential)
+        for atoms, grade in zip(ok, self._grader(ok)):
             atoms.info["extrapolation_grade"] = float(grade)
             if grade > self.max_grade:
                 atoms.info["failed"] = True
