@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         frames = [a for a in structures if a.info.get("group") == args.group]
         table = frame_table(trained.potential, frames)
         for lo, hi in zip(edges[:-1], edges[1:]):
-            rows = table[(table[:, 0] >= lo) & (table[:, 0] < hi)] if len(table) else table
+            rows = table[(table[:, 0] >= lo) & (table[:, 0] < hi)]
             if len(rows):
                 print(f"{f'[{lo:.2f}, {hi:.2f})':>22s} {name:>6s} {len(rows):6d} "
                       f"{rows[:, 1].min():6.3f} {rows[:, 1].mean():6.3f} {rows[:, 1].max():6.3f} "
