@@ -114,6 +114,7 @@ def read_mlearn(path: str) -> list[Atoms]:
             results["stress"] = -KBAR * np.array([xx, yy, zz, yz, xz, xy])
         atoms.calc = SinglePointCalculator(atoms, **results)
         atoms.info["group"] = rec.get("group", "")
+        atoms.info["description"] = rec.get("description", "")
         out.append(atoms)
     return out
 

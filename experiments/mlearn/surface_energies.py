@@ -1,0 +1,79 @@
+"""Surface energies of the mlearn slabs: DFT labels against a trained model.
+
+Every structure of the ``Surface`` group is a periodic slab with two equivalent faces
+normal to its third cell vector. Its surface energy is
+
+    gamma = (E_slab - N e_bulk) / (2 A),     A = |a x b|,
+
+with ``e_bulk`` the lowest energy per atom among the training set's ``Elastic`` cells
+(bulk at or near equilibrium), taken from the same source as ``E_slab``: the DFT labels
+for the DFT column, the model's predictions for the model column. The table also gives
+the lowest coordination of a surface atom (neighbours within ``--shell`` Å; 3.35 Å
+counts the first two bcc shells, 14 in the bulk), the quantity a local model extrapolates
+in when a test facet exposes atoms less coordinated than any training facet.
+
+    python experiments/mlearn/surface_energies.py RUN_DIR ../shared/data/mlearn/Mo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from ase.neighborlist import neighbor_list
+
+from jcsp.ml import checkpoint, read_structures
+from jcsp.ml.evaluate import predict_structures
+
+#: eV/Å^2 -> J/m^2
+EV_PER_A2 = 16.021766
+
+
+def facet(atoms) -> str:
+    """The Miller index in an mlearn description such as ``..._(2_1_1)``."""
+    text = atoms.info.get("description", "")
+    return text[text.rfind("("):].replace("_", " ") if "(" in text else "?"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a directory written by jcsp train")
+    parser.add_argument("data", help="an mlearn element directory (training.json, test.json)")
+    parser.add_argument("--shell", type=float, default=3.35,
+                        help="coordination radius, Å (default: first two bcc Mo shells)")
+    args = parser.parse_args(argv)
+    potential = checkpoint.load(args.model).potential
+    training = read_structures(os.path.join(args.data, "training.json"))
+    test = read_structures(os.path.join(args.data, "test.json"))
+
+    elastic = [a for a in training if a.info.get("group") == "Elastic"]
+    if not elastic:
+        raise SystemExit("no Elastic structures in training.json: no bulk reference")
+    bulk_pred = predict_structures(potential, elastic)
+    dft_bulk = np.array([bulk_pred.labels.energy[i] / len(a) for i, a in enumerate(elastic)])
+    ref = int(np.argmin(dft_bulk))
+    e_dft, e_model = dft_bulk[ref], float(bulk_pred.energy[ref]) / len(elastic[ref])
+    print(f"bulk reference: {elastic[ref].info.get('description', '')}: DFT {e_dft:.4f}, "
+          f"model {e_model:.4f} eV/atom")
+    print(f"{'split':>8s} {'facet':>9s} {'atoms':>5s} {'lowest CN':>9s} {'DFT gamma':>9s} "
+          f"{'model':>7s} {'diff':>6s} (J/m^2)   {'E error (meV/atom)':>18s}")
+    for name, structures in (("training", training), ("test", test)):
+        slabs = [a for a in structures if a.info.get("group") == "Surface"]
+        if not slabs:
+            continue
+        pred = predict_structures(potential, slabs)
+        for m, atoms in enumerate(slabs):
+            n = len(atoms)
+            area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1]))
+            g_dft = (pred.labels.energy[m] - n * e_dft) / (2 * area) * EV_PER_A2
+            g_model = (float(pred.energy[m]) - n * e_model) / (2 * area) * EV_PER_A2
+            cn = np.bincount(neighbor_list("i", atoms, args.shell), minlength=n).min()
+            err = 1e3 * (float(pred.energy[m]) - pred.labels.energy[m]) / n
+            print(f"{name:>8s} {facet(atoms):>9s} {n:5d} {cn:9d} {g_dft:9.2f} {g_model:7.2f} "
+                  f"{g_model - g_dft:+6.2f}             {err:+8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
