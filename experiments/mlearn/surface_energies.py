@@ -25,9 +25,10 @@ from ase.neighborlist import neighbor_list
 
 from jcsp.ml import checkpoint, read_structures
 from jcsp.ml.evaluate import predict_structures
+from jcsp.units import EV_PER_A3_IN_GPA
 
-#: eV/Å^2 -> J/m^2
-EV_PER_A2 = 16.021766
+#: 1 eV/Å^2 in J/m^2 (1 GPa Å = 0.1 J/m^2).
+EV_PER_A2 = EV_PER_A3_IN_GPA / 10.0
 
 
 def facet(atoms) -> str:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     if not elastic:
         raise SystemExit("no Elastic structures in training.json: no bulk reference")
     bulk_pred = predict_structures(potential, elastic)
-    dft_bulk = np.array([bulk_pred.labels.energy[i] / len(a) for i, a in enumerate(elastic)])
+    dft_bulk = np.asarray(bulk_pred.labels.energy) / [len(a) for a in elastic]
     ref = int(np.argmin(dft_bulk))
     e_dft, e_model = dft_bulk[ref], float(bulk_pred.energy[ref]) / len(elastic[ref])
     print(f"bulk reference: {elastic[ref].info.get('description', '')}: DFT {e_dft:.4f}, "

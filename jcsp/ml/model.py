@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from ..graph import safe_norm
+from ..units import COULOMB_EV_A
 
 Array = jax.Array
 
@@ -122,8 +123,6 @@ def envelope(u: Array, p: int = 6) -> Array:
 
 #: Width (Å) of the crossover from ZBL repulsion to the network below ``inner_cutoff``.
 CORE_WIDTH = 0.5
-#: e^2 / (4 pi eps0) in eV Å.
-COULOMB = 14.399645
 
 
 def core_switch(r: Array, inner_cutoff: float) -> Array:
@@ -148,7 +147,7 @@ def zbl_pair(r: Array, z_i: Array, z_j: Array) -> Array:
     x = r / a
     phi = (0.18175 * jnp.exp(-3.19980 * x) + 0.50986 * jnp.exp(-0.94229 * x)
            + 0.28022 * jnp.exp(-0.40290 * x) + 0.02817 * jnp.exp(-0.20162 * x))
-    return COULOMB * z_i * z_j / r * phi
+    return COULOMB_EV_A * z_i * z_j / r * phi
 
 
 def bessel_basis(r: Array, n: int, cutoff: float) -> Array:
