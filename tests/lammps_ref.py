@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-LMP = shutil.which("lmp") or shutil.which("lmp_serial")
+LMP = os.environ.get("JCSP_LMP") or shutil.which("lmp") or shutil.which("lmp_serial")
 POTENTIALS = next((p for p in ("/usr/share/lammps/potentials",) if os.path.isdir(p)), None)
 BAR_PER_EV_A3 = 1.6021765e6
 
@@ -33,7 +33,8 @@ def lower_triangular(cell):
     return np.tril(lower), q
 
 
-def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(), types=None):
+def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(), types=None,
+        return_positions=False):
     """Energy (eV), forces [N, 3] (eV/Å) and ASE stress [3, 3] (eV/Å³) from LAMMPS.
 
     Args:
@@ -45,6 +46,10 @@ def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(
         the string ``{types}`` is replaced by the element names in type order.
       charges: per-atom charges (uses atom_style charge).
       pbc: periodic in all directions, or a non-periodic cluster in a big box.
+      extra: commands run before the final ``run 0`` (a minimisation or MD moves the
+        atoms; the results are those of the final positions).
+      return_positions: also return the final Cartesian positions [N, 3] (wrapped into
+        the cell), as a fourth value.
     """
     if LMP is None:
         raise RuntimeError("LAMMPS binary 'lmp' not found: apt-get install lammps")
@@ -82,7 +87,7 @@ def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(
             *extra,
             "thermo_style custom step pe pxx pyy pzz pyz pxz pxy",
             "thermo_modify format float %.17g",
-            "dump d all custom 1 forces.dump id fx fy fz",
+            "dump d all custom 1 forces.dump id fx fy fz x y z",
             "dump_modify d sort id format float %.17g",
             "run 0",
         ]
@@ -100,10 +105,11 @@ def run(cell, positions, symbols, pair_lines, *, charges=None, pbc=True, extra=(
         with open(os.path.join(tmp, "forces.dump")) as fh:
             dump = fh.read().splitlines()
     start = next(i for i, line in enumerate(dump) if line.startswith("ITEM: ATOMS")) + 1
-    forces = np.array([[float(x) for x in line.split()[1:4]] for line in dump[start:start + n]])
+    rows = np.array([[float(x) for x in line.split()[1:7]] for line in dump[start:start + n]])
     press = np.array([[pxx, pxy, pxz], [pxy, pyy, pyz], [pxz, pyz, pzz]])
     stress = -press / BAR_PER_EV_A3
-    return energy, forces @ q.T, q @ stress @ q.T
+    result = (energy, rows[:, :3] @ q.T, q @ stress @ q.T)
+    return result + (rows[:, 3:] @ q.T,) if return_positions else result
 
 
 def random_cell(rng, n_atoms, volume_per_atom, *, thin=False):
