@@ -124,12 +124,22 @@ def snapshots(base: Atoms, element: str, spec: dict, temperature: float, count: 
     return out
 
 
+def primitive_miller(prim: Atoms, hkl) -> tuple[int, int, int]:
+    """Miller indices, on the primitive cell, of the plane with cubic normal ``hkl``."""
+    cell = prim.cell[:]
+    half = np.abs(cell[np.abs(cell) > 1e-9]).min()  # a/2: every component is a multiple
+    m = np.round(cell @ np.asarray(hkl, float) / half).astype(int)
+    return tuple(int(x) for x in m // np.gcd.reduce(m))
+
+
 def slab(element: str, spec: dict, a0: float, hkl, rng) -> Atoms:
-    """A relaxed slab of about 20-50 atoms with 8 Å of vacuum on each side."""
-    unit = bulk(element, spec["lattice"], a=a0, cubic=True)
-    for layers in range(2, 20):
-        s = surface(unit, hkl, layers, vacuum=8.0, periodic=True)
-        if len(s) >= 20:
+    """A relaxed slab at least 9 Å thick on the smallest in-plane cell (the primitive
+    cell's), with 8 Å of vacuum on each side: like the Materials Project slabs of mlearn."""
+    prim = bulk(element, spec["lattice"], a=a0)
+    for layers in range(2, 60):
+        s = surface(prim, primitive_miller(prim, hkl), layers, vacuum=8.0, periodic=True)
+        heights = s.positions[:, 2]  # surface() puts the normal along z
+        if heights.max() - heights.min() >= 9.0:
             break
     if np.linalg.det(s.cell[:]) < 0:
         s.set_cell(-s.cell[:], scale_atoms=False)
