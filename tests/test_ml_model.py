@@ -292,3 +292,32 @@ def test_species_linear_matches_e3nn_indexed_linear(n_species):
     assert got.irreps == want.irreps
     np.testing.assert_allclose(np.asarray(got.array), np.asarray(want.array), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("readout", ["mlp", "linear", "linear+mlp"])
+def test_readouts_are_linear_in_their_features_and_invariant(readout):
+    """Each readout's energy is exactly linear in the features it reports to the
+    extrapolation grade (their width is ``n_features``), and invariant under rotation."""
+    from jcsp.ml.model import apply_energy, apply_features
+    cfg = ModelConfig(species=(14, 8), cutoff=3.2, channels=6, l_max=2, correlation=2,
+                      radial_hidden=8, readout_hidden=5, readout=readout, avg_neighbors=4.0)
+    key = jax.random.PRNGKey(3)
+    params = init_params(cfg, key, dtype=jnp.float64)
+    n, k = 5, 4
+    types = jnp.array([0, 1, 0, 1, 1])
+    idx = jnp.array([[(i + j + 1) % n for j in range(k)] for i in range(n)])
+    vec = 1.2 * jax.random.normal(jax.random.PRNGKey(4), (n, k, 3), jnp.float64)
+    mask = jnp.ones((n, k), bool).at[0, 3].set(False)
+    energy = apply_energy(cfg, params, types, idx, vec, mask)
+    feats = apply_features(cfg, params, types, idx, vec, mask)
+    assert feats.shape == (n, cfg.n_features)
+    # The final dense kernels, in the order the features are concatenated.
+    kernels = {"mlp": ["readout_0"], "linear": ["linear_0"],
+               "linear+mlp": ["linear_0", "readout_0"]}[readout]
+    w = jnp.concatenate([params[name]["kernel"][:, 0] for name in kernels])
+    np.testing.assert_allclose(np.asarray(feats @ w), np.asarray(energy), rtol=1e-12, atol=1e-12)
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    rotated = apply_energy(cfg, params, types, idx, vec @ jnp.asarray(q.T), mask)
+    np.testing.assert_allclose(np.asarray(rotated), np.asarray(energy), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="readout"):
+        ModelConfig(readout="quadratic")

@@ -191,7 +191,7 @@ def load(path: str, *, dtype=jnp.float64) -> Trained:
             potential.domain = Domain.from_json(meta["domain"])
         except ValueError as exc:
             raise CheckpointError(f"{meta_path}: {exc}") from exc
-        if potential.domain.mean.shape != (members, model.readout_hidden):
+        if potential.domain.mean.shape != (members, model.n_features):
             raise CheckpointError(f"{meta_path}: the training domain does not match the "
                                   "model (mismatched checkpoint)")
     history = []

@@ -41,6 +41,9 @@ from ..units import COULOMB_EV_A
 
 Array = jax.Array
 
+#: the last layer's readouts (``ModelConfig.readout``).
+READOUTS = ("mlp", "linear", "linear+mlp")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -69,6 +72,11 @@ class ModelConfig:
       n_radial: Bessel basis functions.
       radial_hidden: width of the radial MLP.
       readout_hidden: width of the last layer's readout MLP.
+      readout: the last layer's map from the product basis to the per-atom energy.
+        ``"mlp"`` (the default): a gate then an MLP of width ``readout_hidden``.
+        ``"linear"``: the energy is linear in the product basis B (no gate, no MLP), a
+        linear atomic cluster expansion of body order ``correlation + 1``.
+        ``"linear+mlp"``: that linear term plus an MLP of the same (ungated) features.
       avg_neighbors: normaliser of the neighbor sum (set from data before training).
       inner_cutoff: shortest interatomic distance the network is trusted at, Å (set by
         training to the shortest distance in its data). Below it the network's edges
@@ -87,6 +95,7 @@ class ModelConfig:
     n_radial: int = 8
     radial_hidden: int = 32
     readout_hidden: int = 16
+    readout: str = "mlp"
     avg_neighbors: float = 20.0
     inner_cutoff: float = 0.0
 
@@ -99,6 +108,14 @@ class ModelConfig:
             raise ValueError("hidden_l_max must lie between 0 and l_max")
         if self.correlation not in (1, 2, 3):
             raise ValueError(f"correlation must be 1, 2 or 3, got {self.correlation}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+
+    @property
+    def n_features(self) -> int:
+        """Width of the per-atom features the energy is linear in (``apply_features``)."""
+        return {"mlp": self.readout_hidden, "linear": self.channels,
+                "linear+mlp": self.channels + self.readout_hidden}[self.readout]
 
     @property
     def hidden_irreps(self) -> e3nn.Irreps:
@@ -264,7 +281,8 @@ class Interaction(nn.Module):
         gate_in = e3nn.Irreps(f"{n_scalars + n_gates}x0e") + e3nn.Irreps(
             [(mul, ir) for mul, ir in out if ir.l > 0])
         x = SpeciesLinear(gate_in, len(cfg.species), name="product")(types, b)
-        x = e3nn.gate(x, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
+        if n_gates or cfg.readout == "mlp":
+            x = e3nn.gate(x, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
         skip = SpeciesLinear(out, len(cfg.species), name="skip")(types, h)
         return x + skip
 
@@ -324,11 +342,19 @@ class EnergyNet(nn.Module):
             scalars = h.filter(keep="0e").array
             if layer < len(features) - 1:
                 energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(scalars)[:, 0]
-            else:
+                continue
+            if cfg.readout != "mlp":
+                # Linear in the product basis: the last layer left its features ungated.
+                energy = energy + nn.Dense(1, use_bias=False, name=f"linear_{layer}")(scalars)[:, 0]
+            x = scalars
+            if cfg.readout != "linear":
                 x = jax.nn.silu(nn.Dense(cfg.readout_hidden, use_bias=False,
                                          name=f"readout_{layer}_hidden")(scalars))
-                self.sow("intermediates", "features", x)
                 energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(x)[:, 0]
+                if cfg.readout == "linear+mlp":
+                    x = jnp.concatenate([scalars, x], axis=-1)
+            # The features the energy is linear in (the extrapolation grade's input).
+            self.sow("intermediates", "features", x)
         return energy
 
 
