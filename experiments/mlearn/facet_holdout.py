@@ -23,16 +23,10 @@ import os
 
 import numpy as np
 from ase.io import write
-from ase.neighborlist import neighbor_list
 
 from jcsp.ml import checkpoint, read_structures
 from jcsp.ml.evaluate import predict_structures
-from surface_energies import facet
-
-
-def lowest_coordination(atoms, shell: float) -> int:
-    """Fewest neighbours within ``shell`` Å of any atom of ``atoms``."""
-    return int(np.bincount(neighbor_list("i", atoms, shell), minlength=len(atoms)).min())
+from surface_energies import facet, lowest_coordination
 
 
 def split(data: str, out: str, max_cn: int, shell: float) -> None:

@@ -37,6 +37,11 @@ def facet(atoms) -> str:
     return text[text.rfind("("):].replace("_", " ") if "(" in text else "?"
 
 
+def lowest_coordination(atoms, shell: float) -> int:
+    """Fewest neighbours within ``shell`` Å of any atom of ``atoms``."""
+    return int(np.bincount(neighbor_list("i", atoms, shell), minlength=len(atoms)).min())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a directory written by jcsp train")
@@ -69,7 +74,7 @@ def main(argv=None) -> int:
             area = np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1]))
             g_dft = (pred.labels.energy[m] - n * e_dft) / (2 * area) * EV_PER_A2
             g_model = (float(pred.energy[m]) - n * e_model) / (2 * area) * EV_PER_A2
-            cn = np.bincount(neighbor_list("i", atoms, args.shell), minlength=n).min()
+            cn = lowest_coordination(atoms, args.shell)
             err = 1e3 * (float(pred.energy[m]) - pred.labels.energy[m]) / n
             print(f"{name:>8s} {facet(atoms):>9s} {n:5d} {cn:9d} {g_dft:9.2f} {g_model:7.2f} "
                   f"{g_model - g_dft:+6.2f}             {err:+8.1f}")
