@@ -30,6 +30,13 @@ import lammps_ref  # noqa: E402  (the LAMMPS runner of the reference tests)
 POTENTIALS = "/usr/share/lammps/potentials"
 
 
+def snap_lines(element: str, *, linear: bool = False) -> tuple[list[str], list[str]]:
+    """LAMMPS commands for Zuo et al.'s (quadratic) SNAP of ``element``, and its mass."""
+    stem = f"{POTENTIALS}/{element}_Zuo_JPCA2020" + ("" if linear else ".quadratic")
+    return (["pair_style snap", f"pair_coeff * * {stem}.snapcoeff {stem}.snapparam {element}"],
+            [f"mass * {atomic_masses[atomic_numbers[element]]}"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="an mlearn element directory (test.json)")
@@ -40,9 +47,7 @@ def main(argv=None) -> int:
         raise SystemExit("no LAMMPS found; set JCSP_LMP to an lmp built with ML-SNAP")
     structures = read_structures(os.path.join(args.data, f"{args.split}.json"))
     element = structures[0].get_chemical_symbols()[0]
-    stem = f"{POTENTIALS}/{element}_Zuo_JPCA2020" + ("" if args.linear else ".quadratic")
-    lines = ["pair_style snap", f"pair_coeff * * {stem}.snapcoeff {stem}.snapparam {element}"]
-    mass = [f"mass * {atomic_masses[atomic_numbers[element]]}"]
+    lines, mass = snap_lines(element, linear=args.linear)
     e_err, f_err = [], []
     print(f"{'group':>10s} {'structure':>12s} {'atoms':>5s} {'E error (meV/atom)':>18s} "
           f"{'F MAE (eV/Å)':>12s}")
