@@ -12,7 +12,6 @@ Needs an ``lmp`` with ML-SNAP (``JCSP_LMP``, see ``snap_reference.py``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from collections import defaultdict
@@ -25,6 +24,7 @@ from jcsp.graph import make_graph
 from jcsp.ml import checkpoint, read_structures
 from jcsp.structures.convert import from_atoms
 from snap_reference import lammps_ref, snap_lines
+from surface_energies import ground_state, slab_parser
 
 
 def model_energies(potential, atoms) -> np.ndarray:
@@ -50,12 +50,7 @@ def snap_energies(atoms, lines, mass) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a directory written by jcsp train")
-    parser.add_argument("data", help="an mlearn element directory (training.json, test.json)")
-    parser.add_argument("--shell", type=float, default=3.35,
-                        help="coordination radius, Å (default: first two bcc Mo shells)")
-    args = parser.parse_args(argv)
+    args = slab_parser(__doc__.splitlines()[0]).parse_args(argv)
     if lammps_ref.LMP is None:
         raise SystemExit("no LAMMPS found; set JCSP_LMP to an lmp built with ML-SNAP")
     potential = checkpoint.load(args.model).potential
@@ -63,10 +58,7 @@ def main(argv=None) -> int:
               for name in ("training", "test")}
     element = splits["training"][0].get_chemical_symbols()[0]
     lines, mass = snap_lines(element)
-    elastic = [a for a in splits["training"] if a.info.get("group") == "Elastic"]
-    if not elastic:
-        raise SystemExit("no Elastic structures in training.json: no bulk reference")
-    bulk = min(elastic, key=lambda a: a.get_potential_energy() / len(a))
+    bulk = ground_state(splits["training"])
     bulk_model = model_energies(potential, bulk).mean()
     bulk_snap = snap_energies(bulk, lines, mass).mean()
     bulk_cn = int(np.bincount(neighbor_list("i", bulk, args.shell)).max())

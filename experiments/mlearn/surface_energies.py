@@ -42,25 +42,35 @@ def lowest_coordination(atoms, shell: float) -> int:
     return int(np.bincount(neighbor_list("i", atoms, shell), minlength=len(atoms)).min())
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def slab_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments shared by the per-slab scripts: a model, an mlearn element, ``--shell``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model", help="a directory written by jcsp train")
     parser.add_argument("data", help="an mlearn element directory (training.json, test.json)")
     parser.add_argument("--shell", type=float, default=3.35,
                         help="coordination radius, Å (default: first two bcc Mo shells)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def ground_state(training):
+    """The Elastic structure of ``training`` with the lowest DFT energy per atom."""
+    elastic = [a for a in training if a.info.get("group") == "Elastic"]
+    if not elastic:
+        raise SystemExit("no Elastic structures in training.json: no bulk reference")
+    return min(elastic, key=lambda a: a.get_potential_energy() / len(a))
+
+
+def main(argv=None) -> int:
+    args = slab_parser(__doc__.splitlines()[0]).parse_args(argv)
     potential = checkpoint.load(args.model).potential
     training = read_structures(os.path.join(args.data, "training.json"))
     test = read_structures(os.path.join(args.data, "test.json"))
 
-    elastic = [a for a in training if a.info.get("group") == "Elastic"]
-    if not elastic:
-        raise SystemExit("no Elastic structures in training.json: no bulk reference")
-    bulk_pred = predict_structures(potential, elastic)
-    dft_bulk = np.asarray(bulk_pred.labels.energy) / [len(a) for a in elastic]
-    ref = int(np.argmin(dft_bulk))
-    e_dft, e_model = dft_bulk[ref], float(bulk_pred.energy[ref]) / len(elastic[ref])
-    print(f"bulk reference: {elastic[ref].info.get('description', '')}: DFT {e_dft:.4f}, "
+    bulk = ground_state(training)
+    bulk_pred = predict_structures(potential, [bulk])
+    e_dft = bulk_pred.labels.energy[0] / len(bulk)
+    e_model = float(bulk_pred.energy[0]) / len(bulk)
+    print(f"bulk reference: {bulk.info.get('description', '')}: DFT {e_dft:.4f}, "
           f"model {e_model:.4f} eV/atom")
     print(f"{'split':>8s} {'facet':>9s} {'atoms':>5s} {'lowest CN':>9s} {'DFT gamma':>9s} "
           f"{'model':>7s} {'diff':>6s} (J/m^2)   {'E error (meV/atom)':>18s}")
