@@ -110,6 +110,25 @@ def test_a_different_run_is_refused(tmp_path):
         write_structure(open_run(path), atoms, uid="y")
 
 
+
+def test_a_creation_cut_short_leaves_no_database(tmp_path, monkeypatch):
+    """ASE creates its tables before it records the format version; a run killed in
+    between must not leave a file that no later run can open (CI saw a reader land in
+    that window)."""
+    import ase.db.sqlite
+    statements = list(ase.db.sqlite.init_statements)
+    monkeypatch.setattr(ase.db.sqlite, "init_statements",
+                        statements[:2] + ["this is not SQL"] + statements[2:])
+    path = tmp_path / "run.db"
+    with pytest.raises(sqlite3.OperationalError):
+        open_run(path, CONFIG)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(ase.db.sqlite, "init_statements", statements)
+    db = open_run(path, CONFIG)
+    write_structure(db, relaxed(0), uid="a")
+    assert run_config(open_run(path, CONFIG)) == CONFIG and written_uids(db) == {"a"}
+
+
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np

@@ -152,6 +152,8 @@ def open_run(path: str | os.PathLike, config: Mapping | None = None, *,
     if path.suffix != ".db":
         raise ValueError(f"the run database must be a .db file, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _create(path)
     db = ase.db.connect(str(path), type="db", use_lock_file=False, append=True)
     if config is None:
         return db
@@ -176,6 +178,23 @@ def open_run(path: str | os.PathLike, config: Mapping | None = None, *,
     metadata[RUN_KEY] = config
     db.metadata = metadata
     return db
+
+
+def _create(path: Path) -> None:
+    """Create an empty, fully initialised ASE database at ``path`` atomically.
+
+    ASE creates its tables outside a transaction and inserts the format version after
+    them, so a process killed (or a reader looking) between the two sees a database that
+    ASE can no longer open. The tables are therefore built in a private file next to
+    ``path`` and renamed onto it: ``path`` exists only once it is complete.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    tmp.unlink(missing_ok=True)
+    try:
+        ase.db.connect(str(tmp), type="db", use_lock_file=False, append=True).metadata = {}
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_config(db) -> dict | None:
