@@ -245,9 +245,9 @@ def test_readme_starts_with_the_two_commands_ci_runs():
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     lines = [line for line in (root / "README.md").read_text().splitlines() if line.strip()]
-    assert lines[1:5] == ["```bash", "pip install -e . && jcsp search", "python -m pytest -q",
-                          "```"]
+    test = 'pip install -e ".[test]" && python -m pytest -q -n 2 --dist loadfile'
+    assert lines[1:5] == ["```bash", "pip install -e . && jcsp search", test, "```"]
     ci = (root / ".ci" / "run").read_text()
-    assert "python -m pytest -q || status=$?" in ci
+    assert f"python -m {test} || status=$?" in ci
     assert "set -euo pipefail" in ci and "apt-get install -y" in ci
     assert (root / ".ci" / "run").stat().st_mode & 0o111
