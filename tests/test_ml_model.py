@@ -321,3 +321,19 @@ def test_readouts_are_linear_in_their_features_and_invariant(readout):
     np.testing.assert_allclose(np.asarray(rotated), np.asarray(energy), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="readout"):
         ModelConfig(readout="quadratic")
+
+
+def test_zero_isolated_makes_the_reference_the_free_atom_energy():
+    """With ``zero_isolated`` an atom without neighbours has exactly its reference
+    energy, whatever the weights; without it the network adds a learned constant."""
+    far = Atoms("SiOSi", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0]])  # beyond 3.2 Å
+    pair = Atoms("SiO", positions=[[0, 0, 0], [1.6, 0, 0]])
+    anchored = _potential(zero_isolated=True)
+    calc = jcsp.JCSPCalculator(anchored)
+    assert calc.get_potential_energy(far) == pytest.approx(-3.0 - 1.5 - 3.0, abs=1e-12)
+    assert abs(calc.get_potential_energy(pair) - (-4.5)) > 1e-4  # the network does act
+    free = jcsp.JCSPCalculator(_potential())
+    assert abs(free.get_potential_energy(far) - (-7.5)) > 1e-3
+    # The constant taken off changes no force.
+    np.testing.assert_allclose(calc.get_forces(pair),
+                               jcsp.JCSPCalculator(_potential()).get_forces(pair), atol=1e-12)

@@ -212,6 +212,30 @@ def test_corrupt_and_mismatched_checkpoints(committee_run, tmp_path):
         jcsp.potentials.load(wrong_domain)
 
 
+
+def test_isolated_energies_are_the_free_atom_energies(tmp_path):
+    """With ``zero_isolated`` and ``isolated_energies`` a trained model gives a lone atom
+    exactly the energy it was told, and keeps the setting through a reload."""
+    import dataclasses
+    from ase import Atoms
+    model = dataclasses.replace(TINY, zero_isolated=True)
+    cfg = TrainConfig(epochs=1, atoms_per_batch=16, isolated_energies={"Si": -1.25})
+    assert cfg.isolated_energies == (("Si", -1.25),)
+    train(_si_set(4, 0), _si_set(2, 1), model, cfg, str(tmp_path), progress=False,
+          log=lambda s: None)
+    lone = Atoms("Si2", positions=[[0, 0, 0], [0, 0, 9.0]])  # 9 Å apart: beyond the cutoff
+    lone.calc = jcsp.JCSPCalculator(jcsp.potentials.load(str(tmp_path)))
+    assert lone.get_potential_energy() == pytest.approx(-2.5, abs=1e-9)
+    saved = json.loads((tmp_path / "model.json").read_text())
+    assert TrainConfig(**saved["train"]) == cfg
+    with pytest.raises(ValueError, match="zero_isolated"):
+        train(_si_set(2, 0), None, TINY, cfg, str(tmp_path / "b"), progress=False,
+              log=lambda s: None)
+    with pytest.raises(ValueError, match="not an element"):
+        train(_si_set(2, 0), None, model, TrainConfig(isolated_energies={"Xx": 1.0}),
+              str(tmp_path / "c"), progress=False, log=lambda s: None)
+
+
 def test_data_errors(tmp_path):
     atoms = bulk("Si", "diamond", 5.43)
     atoms.calc = SinglePointCalculator(atoms, energy=-8.0)

@@ -83,6 +83,9 @@ class ModelConfig:
         fade out over ``CORE_WIDTH`` and the ZBL screened nuclear repulsion fades in, so
         atoms pushed closer than any training example meet a physical wall instead of
         an extrapolation; at and above it nothing changes. 0 disables both.
+      zero_isolated: the network gives an atom without neighbours exactly zero energy,
+        so the per-species reference energy is the isolated atom's energy (as in MACE,
+        whose E0s are the isolated atoms' DFT energies).
     """
 
     species: tuple[int, ...] = ()
@@ -98,6 +101,7 @@ class ModelConfig:
     readout: str = "mlp"
     avg_neighbors: float = 20.0
     inner_cutoff: float = 0.0
+    zero_isolated: bool = False
 
     def __post_init__(self):
         if self.cutoff <= 0:
@@ -333,28 +337,51 @@ class EnergyNet(nn.Module):
 
     config: ModelConfig
 
-    @nn.compact
-    def __call__(self, types: Array, nbr_idx: Array, nbr_vec: Array, nbr_mask: Array) -> Array:
+    def setup(self):
         cfg = self.config
-        features = Backbone(cfg, name="backbone")(types, nbr_idx, nbr_vec, nbr_mask)
+        self.backbone = Backbone(cfg, name="backbone")
+        last = cfg.n_layers - 1
+        self.readouts = [nn.Dense(1, use_bias=False, name=f"readout_{layer}")
+                         for layer in range(last)]
+        if cfg.readout != "mlp":
+            self.linear = nn.Dense(1, use_bias=False, name=f"linear_{last}")
+        if cfg.readout != "linear":
+            self.hidden = nn.Dense(cfg.readout_hidden, use_bias=False,
+                                   name=f"readout_{last}_hidden")
+            self.head = nn.Dense(1, use_bias=False, name=f"readout_{last}")
+
+    def _energy(self, types, nbr_idx, nbr_vec, nbr_mask, sow: bool) -> Array:
+        cfg = self.config
+        features = self.backbone(types, nbr_idx, nbr_vec, nbr_mask)
         energy = 0.0
-        for layer, h in enumerate(features):
-            scalars = h.filter(keep="0e").array
-            if layer < len(features) - 1:
-                energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(scalars)[:, 0]
-                continue
-            if cfg.readout != "mlp":
-                # Linear in the product basis: the last layer left its features ungated.
-                energy = energy + nn.Dense(1, use_bias=False, name=f"linear_{layer}")(scalars)[:, 0]
-            x = scalars
-            if cfg.readout != "linear":
-                x = jax.nn.silu(nn.Dense(cfg.readout_hidden, use_bias=False,
-                                         name=f"readout_{layer}_hidden")(scalars))
-                energy = energy + nn.Dense(1, use_bias=False, name=f"readout_{layer}")(x)[:, 0]
-                if cfg.readout == "linear+mlp":
-                    x = jnp.concatenate([scalars, x], axis=-1)
+        for layer, h in enumerate(features[:-1]):
+            energy = energy + self.readouts[layer](h.filter(keep="0e").array)[:, 0]
+        scalars = features[-1].filter(keep="0e").array
+        if cfg.readout != "mlp":
+            # Linear in the product basis: the last layer left its features ungated.
+            energy = energy + self.linear(scalars)[:, 0]
+        x = scalars
+        if cfg.readout != "linear":
+            x = jax.nn.silu(self.hidden(scalars))
+            energy = energy + self.head(x)[:, 0]
+            if cfg.readout == "linear+mlp":
+                x = jnp.concatenate([scalars, x], axis=-1)
+        if sow:
             # The features the energy is linear in (the extrapolation grade's input).
             self.sow("intermediates", "features", x)
+        return energy
+
+    def __call__(self, types: Array, nbr_idx: Array, nbr_vec: Array, nbr_mask: Array) -> Array:
+        energy = self._energy(types, nbr_idx, nbr_vec, nbr_mask, sow=True)
+        if self.config.zero_isolated:
+            # What the network gives each species with no neighbour at all, taken off every
+            # atom: the reference energy is then exactly the isolated atom's.
+            n_species = len(self.config.species)
+            alone = self._energy(jnp.arange(n_species, dtype=types.dtype),
+                                 jnp.zeros((n_species, 1), nbr_idx.dtype),
+                                 jnp.ones((n_species, 1, 3), nbr_vec.dtype),
+                                 jnp.zeros((n_species, 1), bool), sow=False)
+            energy = energy - alone[types]
         return energy
 
 

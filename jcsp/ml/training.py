@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ase.data import chemical_symbols
 
 from . import checkpoint
 from .batch_eval import errors, loss_terms, predict, to_device
@@ -66,6 +67,11 @@ class TrainConfig:
         given.
       committee: number of members; seed: seed of weights and data order.
       dtype: "float32" (fast) or "float64".
+      isolated_energies: energies of the free atoms, eV, by element symbol (in TOML:
+        ``isolated_energies = {Mo = -4.03}``), for models with ``zero_isolated``: they
+        become the per-species reference energies, which such a model gives an atom
+        without neighbours (MACE's E0s). Elements not named keep the least-squares
+        reference. Empty (the default): least squares for all.
     """
 
     epochs: int = 1000
@@ -89,14 +95,44 @@ class TrainConfig:
     committee: int = 1
     seed: int = 0
     dtype: str = "float32"
+    isolated_energies: tuple = ()
 
     def __post_init__(self):
+        pairs = self.isolated_energies
+        pairs = pairs.items() if isinstance(pairs, dict) else pairs
+        try:
+            pairs = tuple(sorted((str(k), float(v)) for k, v in pairs))
+        except (TypeError, ValueError):
+            raise ValueError("isolated_energies must map element symbols to energies in eV, "
+                             f"got {self.isolated_energies!r}") from None
+        object.__setattr__(self, "isolated_energies", pairs)
         if self.epochs < 1 or self.committee < 1 or self.atoms_per_batch < 1:
             raise ValueError("epochs, committee and atoms_per_batch must be at least 1")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not 0 < self.valid_fraction < 1:
             raise ValueError("valid_fraction must be between 0 and 1")
+
+
+def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
+                       model: ModelConfig) -> np.ndarray:
+    """Per-species reference energies [S]: least squares on the training energies, with
+    the free-atom energies of ``isolated`` ((symbol, eV) pairs) put in their place."""
+    e_ref = fit_reference_energies(labels, species)
+    if not isolated:
+        return e_ref
+    if not model.zero_isolated:
+        raise ValueError("isolated_energies need a model that gives a free atom zero energy: "
+                         "set [model] zero_isolated = true")
+    for symbol, energy in isolated:
+        if symbol not in chemical_symbols[1:]:
+            raise ValueError(f"isolated_energies: {symbol!r} is not an element symbol")
+        z = chemical_symbols.index(symbol)
+        if z not in species:
+            raise ValueError(f"isolated_energies names {symbol}, which the training data "
+                             "do not contain")
+        e_ref[species.index(z)] = energy
+    return e_ref
 
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
@@ -291,7 +327,8 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
                                     inner_cutoff=shortest_distance(train_labels, model.cutoff))
     packer = Packer.for_data([train_labels, valid_labels], model.cutoff,
                              atoms_per_batch=cfg.atoms_per_batch)
-    fixed = {"e_ref": jnp.asarray(fit_reference_energies(train_labels, species), dtype),
+    e_ref = reference_energies(train_labels, species, cfg.isolated_energies, model)
+    fixed = {"e_ref": jnp.asarray(e_ref, dtype),
              "scale": jnp.asarray(force_scale(train_labels), dtype)}
     tx = _optimizer(cfg)
     members = cfg.committee
