@@ -371,23 +371,22 @@ class EnergyNet(nn.Module):
 
     def __call__(self, types: Array, nbr_idx: Array, nbr_vec: Array, nbr_mask: Array) -> Array:
         n = types.shape[0]
-        if not self.config.zero_isolated:
-            energy, features = self._energy(types, nbr_idx, nbr_vec, nbr_mask)
-            # The features the energy is linear in (the extrapolation grade's input).
-            self.sow("intermediates", "features", features)
-            return energy
-        # One extra atom per species without any neighbour, in the same call (no extra
-        # operations, which is what costs on a CPU): what the network gives it is taken
-        # off every atom of that species, so the reference energy is exactly the
-        # isolated atom's.
-        s, k = len(self.config.species), nbr_idx.shape[1]
-        energy, features = self._energy(
-            jnp.concatenate([types, jnp.arange(s, dtype=types.dtype)]),
-            jnp.concatenate([nbr_idx, jnp.zeros((s, k), nbr_idx.dtype)]),
-            jnp.concatenate([nbr_vec, jnp.ones((s, k, 3), nbr_vec.dtype)]),
-            jnp.concatenate([nbr_mask, jnp.zeros((s, k), bool)]))
+        if self.config.zero_isolated:
+            # One extra atom per species without any neighbour, in the same call (no extra
+            # operations, which is what costs on a CPU): what the network gives it is
+            # taken off every atom of that species, so the reference energy is exactly
+            # the isolated atom's.
+            s, k = len(self.config.species), nbr_idx.shape[1]
+            types = jnp.concatenate([types, jnp.arange(s, dtype=types.dtype)])
+            nbr_idx = jnp.concatenate([nbr_idx, jnp.zeros((s, k), nbr_idx.dtype)])
+            nbr_vec = jnp.concatenate([nbr_vec, jnp.ones((s, k, 3), nbr_vec.dtype)])
+            nbr_mask = jnp.concatenate([nbr_mask, jnp.zeros((s, k), bool)])
+        energy, features = self._energy(types, nbr_idx, nbr_vec, nbr_mask)
+        # The features the energy is linear in (the extrapolation grade's input).
         self.sow("intermediates", "features", features[:n])
-        return energy[:n] - energy[n:][types]
+        if self.config.zero_isolated:
+            energy = energy[:n] - energy[n:][types[:n]]
+        return energy
 
 
 def init_params(config: ModelConfig, key: Array, *, dtype=jnp.float32) -> dict:
