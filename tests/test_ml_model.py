@@ -337,3 +337,45 @@ def test_zero_isolated_makes_the_reference_the_free_atom_energy():
     # The constant taken off changes no force.
     np.testing.assert_allclose(calc.get_forces(pair),
                                jcsp.JCSPCalculator(_potential()).get_forces(pair), atol=1e-12)
+
+
+def test_sqrt_density_shape():
+    """``sqrt_density``: a free atom has exactly its reference energy; the energy and the
+    force stay continuous and finite as the last neighbour leaves the cutoff; forces
+    are the energy's derivative; and the per-atom output is the plain network's times
+    ``sqrt(rho + eps) - sqrt(eps)``, the summed envelope of the neighbours."""
+    from jcsp.ml.model import DENSITY_EPS, apply_energy, envelope
+    shaped, plain = _potential(sqrt_density=True), _potential()
+    far = Atoms("SiOSi", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0]])
+    assert jcsp.JCSPCalculator(shaped).get_potential_energy(far) == pytest.approx(
+        -7.5, abs=1e-12)
+    # The dimer through the cutoff.
+    rc = shaped.cutoff
+    ds = np.linspace(rc - 0.02, rc + 0.02, 9)
+    dimers = [Atoms("SiO", positions=[[0, 0, 0], [d, 0, 0]], cell=[9, 9, 9], pbc=True)
+              for d in ds]
+    energies, forces, _ = _batch(shaped, dimers)
+    assert np.all(np.isfinite(forces))
+    inside = ds < rc
+    gap = np.abs(energies[inside] - (-4.5))
+    assert 0 < gap.max() < 1e-4 and np.all(np.diff(gap) < 0)  # continuous, flat approach
+    assert np.all(energies[~inside] == pytest.approx(-4.5, abs=1e-14))
+    pull = np.abs(forces[:, 1, 0])
+    assert pull.max() < 1e-2 and np.all(np.diff(pull[inside]) < 0) and np.all(pull[~inside] == 0)
+    # A dimer at 2 Å: the output factorises, and the force is -dE/dx.
+    d, h = 2.0, 1e-5
+    e = [jcsp.JCSPCalculator(shaped).get_potential_energy(
+        Atoms("SiO", positions=[[0, 0, 0], [x, 0, 0]])) for x in (d - h, d + h)]
+    pair = Atoms("SiO", positions=[[0, 0, 0], [d, 0, 0]])
+    force = jcsp.JCSPCalculator(shaped).get_forces(pair)[1, 0]
+    assert force == pytest.approx(-(e[1] - e[0]) / (2 * h), rel=1e-6)
+    cfg = plain.config
+    idx = jnp.array([[1], [0]])
+    vec = jnp.array([[[d, 0.0, 0.0]], [[-d, 0.0, 0.0]]])
+    mask = jnp.ones((2, 1), bool)
+    types = jnp.array([0, 1])
+    raw = apply_energy(cfg, plain.params["net"], types, idx, vec, mask)
+    out = apply_energy(shaped.config, shaped.params["net"], types, idx, vec, mask)
+    rho = float(envelope(jnp.asarray(d / rc))) / cfg.avg_neighbors
+    factor = np.sqrt(rho + DENSITY_EPS) - np.sqrt(DENSITY_EPS)
+    np.testing.assert_allclose(out, raw * factor, rtol=1e-12)

@@ -86,6 +86,12 @@ class ModelConfig:
       zero_isolated: the network gives an atom without neighbours exactly zero energy,
         so the per-species reference energy is the isolated atom's energy (as in MACE,
         whose E0s are the isolated atoms' DFT energies).
+      sqrt_density: the network's per-atom output is multiplied by the square root of the
+        atom's neighbour density ``rho_i = sum_j f(r_ij) / avg_neighbors`` (``f`` the
+        cutoff envelope), the second-moment (Finnis-Sinclair, tight-binding) shape of
+        cohesion: an atom's binding grows like the square root of its coordination,
+        steeply near the free atom and flatly near the bulk. A free atom gets zero, as
+        with ``zero_isolated``, so the reference energies are the free atoms' energies.
     """
 
     species: tuple[int, ...] = ()
@@ -102,6 +108,7 @@ class ModelConfig:
     avg_neighbors: float = 20.0
     inner_cutoff: float = 0.0
     zero_isolated: bool = False
+    sqrt_density: bool = False
 
     def __post_init__(self):
         if self.cutoff <= 0:
@@ -114,6 +121,11 @@ class ModelConfig:
             raise ValueError(f"correlation must be 1, 2 or 3, got {self.correlation}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+
+    @property
+    def free_atom_zero(self) -> bool:
+        """Whether an atom without neighbours gets exactly zero from the network."""
+        return self.zero_isolated or self.sqrt_density
 
     @property
     def n_features(self) -> int:
@@ -169,6 +181,31 @@ def zbl_pair(r: Array, z_i: Array, z_j: Array) -> Array:
     phi = (0.18175 * jnp.exp(-3.19980 * x) + 0.50986 * jnp.exp(-0.94229 * x)
            + 0.28022 * jnp.exp(-0.40290 * x) + 0.02817 * jnp.exp(-0.20162 * x))
     return COULOMB_EV_A * z_i * z_j / r * phi
+
+
+#: Regulariser of ``sqrt_density`` (in units of ``avg_neighbors``): keeps the square root
+#: differentiable as an atom's last neighbour leaves the cutoff.
+DENSITY_EPS = 1e-3
+
+
+def edge_weights(config: ModelConfig, nbr_vec: Array, nbr_mask: Array):
+    """Distances (safe: a mid-range stand-in on non-edges), the edge mask (real pairs
+    inside the cutoff) and each edge's weight (envelope times the ZBL core switch)."""
+    r = safe_norm(nbr_vec, nbr_mask)
+    edge = nbr_mask & (r < config.cutoff)
+    r_safe = jnp.where(edge, r, 0.5 * config.cutoff)
+    weight = jnp.where(edge, envelope(r_safe / config.cutoff)
+                       * core_switch(r_safe, config.inner_cutoff), 0.0)
+    return r_safe, edge, weight
+
+
+def sqrt_density(config: ModelConfig, nbr_vec: Array, nbr_mask: Array) -> Array:
+    """[N] ``sqrt(rho + eps) - sqrt(eps)`` with ``rho`` the summed edge weights over
+    ``avg_neighbors``: 0 for an atom without neighbours, smooth as neighbours come and
+    go."""
+    _, _, weight = edge_weights(config, nbr_vec, nbr_mask)
+    rho = weight.sum(axis=1) / config.avg_neighbors
+    return jnp.sqrt(rho + DENSITY_EPS) - jnp.sqrt(DENSITY_EPS)
 
 
 def bessel_basis(r: Array, n: int, cutoff: float) -> Array:
@@ -309,11 +346,7 @@ class Backbone(nn.Module):
           One [N, irreps] feature array per layer; the last holds scalars only.
         """
         cfg = self.config
-        r = safe_norm(nbr_vec, nbr_mask)
-        edge = nbr_mask & (r < cfg.cutoff)
-        r_safe = jnp.where(edge, r, 0.5 * cfg.cutoff)
-        weight = jnp.where(edge, envelope(r_safe / cfg.cutoff)
-                           * core_switch(r_safe, cfg.inner_cutoff), 0.0)
+        r_safe, edge, weight = edge_weights(cfg, nbr_vec, nbr_mask)
         radial = bessel_basis(r_safe, cfg.n_radial, cfg.cutoff)
         unit = jnp.where(edge[..., None], nbr_vec, jnp.ones_like(nbr_vec))
         sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=True,
@@ -386,6 +419,8 @@ class EnergyNet(nn.Module):
         self.sow("intermediates", "features", features[:n])
         if self.config.zero_isolated:
             energy = energy[:n] - energy[n:][types[:n]]
+        if self.config.sqrt_density:
+            energy = energy[:n] * sqrt_density(self.config, nbr_vec[:n], nbr_mask[:n])
         return energy
 
 

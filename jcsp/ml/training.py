@@ -121,9 +121,9 @@ def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
     e_ref = fit_reference_energies(labels, species)
     if not isolated:
         return e_ref
-    if not model.zero_isolated:
+    if not model.free_atom_zero:
         raise ValueError("isolated_energies need a model that gives a free atom zero energy: "
-                         "set [model] zero_isolated = true")
+                         "set [model] zero_isolated = true (or sqrt_density = true)")
     for symbol, energy in isolated:
         if symbol not in chemical_symbols[1:]:
             raise ValueError(f"isolated_energies: {symbol!r} is not an element symbol")
