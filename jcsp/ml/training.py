@@ -68,9 +68,9 @@ class TrainConfig:
       committee: number of members; seed: seed of weights and data order.
       dtype: "float32" (fast) or "float64".
       isolated_energies: energies of the free atoms, eV, by element symbol (in TOML:
-        ``isolated_energies = {Mo = -4.03}``), for models with ``zero_isolated`` or ``sqrt_density``: they
-        become the per-species reference energies, which such a model gives an atom
-        without neighbours (MACE's E0s). Elements not named keep the least-squares
+        ``isolated_energies = {Mo = -4.03}``), for models with ``zero_isolated`` or
+        ``sqrt_density``: they become the per-species reference energies, which such a
+        model gives an atom without neighbours (MACE's E0s). Elements not named keep the least-squares
         reference. Empty (the default): least squares for all.
     """
 
