@@ -379,3 +379,88 @@ def test_sqrt_density_shape():
     rho = float(envelope(jnp.asarray(d / rc))) / cfg.avg_neighbors
     factor = np.sqrt(rho + DENSITY_EPS) - np.sqrt(DENSITY_EPS)
     np.testing.assert_allclose(out, raw * factor, rtol=1e-12)
+
+
+def _tensor_product_scalars(a, l_max):
+    """The invariant features of e3nn's iterated tensor products (the legacy basis)."""
+    import e3nn_jax as e3nn
+    sh = e3nn.Irreps.spherical_harmonics(l_max)
+    x = e3nn.IrrepsArray(sh, a)
+    square = e3nn.tensor_product(x, x, filter_ir_out=sh)
+    cube = e3nn.tensor_product(square, x, filter_ir_out=["0e"])
+    return e3nn.concatenate([x.filter(keep=["0e"]), square.filter(keep=["0e"]), cube],
+                            axis=-1).array
+
+
+@pytest.mark.parametrize("l_max", [2, 4])
+def test_symmetric_invariants_span_the_tensor_product_scalars(l_max):
+    """The cubic invariants, once per multiset of l, span exactly what e3nn's tensor
+    products give (each set is a linear map of the other), are linearly independent,
+    and are rotation and reflection invariant."""
+    import e3nn_jax as e3nn
+    from jcsp.ml.model import symmetric_invariants
+    dim = (l_max + 1) ** 2
+    a = jax.random.normal(jax.random.PRNGKey(0), (400, dim), jnp.float64)
+    mine = np.asarray(symmetric_invariants(a, l_max, 3))
+    legacy = np.asarray(_tensor_product_scalars(a, l_max))
+    assert mine.shape[1] == {2: 9, 4: 20}[l_max] < legacy.shape[1]
+    for x, y in ((mine, legacy), (legacy, mine)):
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        np.testing.assert_allclose(x @ coef, y, atol=1e-9 * np.abs(y).max())
+    assert np.linalg.matrix_rank(mine, tol=1e-8 * np.abs(mine).max()) == mine.shape[1]
+    sh = e3nn.Irreps.spherical_harmonics(l_max)
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
+    for rot in (q, -q):
+        d = np.asarray(sh.D_from_matrix(jnp.asarray(rot)))
+        turned = np.asarray(symmetric_invariants(a @ d.T, l_max, 3))
+        np.testing.assert_allclose(turned, mine, atol=1e-10 * np.abs(mine).max())
+    # Lower degrees are the leading columns.
+    np.testing.assert_array_equal(np.asarray(symmetric_invariants(a, l_max, 2)),
+                                  mine[:, :l_max + 2])
+
+
+@pytest.mark.parametrize("n_species", [1, 3])
+def test_first_layer_contracts_edges_before_the_radial_map(n_species):
+    """The first interaction, given the species' features, sums phi(r) Y(r) over edges
+    before the last radial map; that is the same function, parameter for parameter, as
+    building every edge's message (the path of the later layers)."""
+    import e3nn_jax as e3nn
+    from jcsp.ml.model import Interaction, bessel_basis
+    cfg = ModelConfig(species=tuple(range(1, n_species + 1)), cutoff=3.0, channels=5,
+                      l_max=3, radial_hidden=6, avg_neighbors=4.0)
+    rng = np.random.default_rng(2)
+    n, k = 9, 6
+    types = jnp.asarray(rng.integers(0, n_species, n))
+    nbr_idx = jnp.asarray(rng.integers(0, n, (n, k)))
+    vec = jnp.asarray(rng.normal(size=(n, k, 3)))
+    mask = jnp.asarray(rng.random((n, k)) < 0.8)
+    sh = e3nn.spherical_harmonics(cfg.sh_irreps, vec, normalize=True,
+                                  normalization="component") * mask[..., None]
+    radial = bessel_basis(jnp.linalg.norm(vec, axis=-1), cfg.n_radial, cfg.cutoff)
+    species_h = jnp.asarray(rng.normal(size=(n_species, cfg.channels)))
+    h = e3nn.IrrepsArray(f"{cfg.channels}x0e", species_h[types])
+    layer = Interaction(cfg, e3nn.Irreps(f"{cfg.channels}x0e"))
+    params = layer.init(jax.random.PRNGKey(0), h, types, nbr_idx, sh, radial, species_h)
+    assert jax.tree.structure(params) == jax.tree.structure(
+        layer.init(jax.random.PRNGKey(0), h, types, nbr_idx, sh, radial))
+    fast = layer.apply(params, h, types, nbr_idx, sh, radial, species_h).array
+    edges = layer.apply(params, h, types, nbr_idx, sh, radial).array
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(edges), rtol=1e-11, atol=1e-12)
+
+
+def test_models_saved_before_product_basis_keep_the_tensor_basis(tmp_path):
+    """A model.json without ``product_basis`` (older jcsp) loads with e3nn's tensor
+    products, the basis its weights were trained in; new models get the symmetric one."""
+    import json
+    from jcsp.ml import checkpoint
+    from jcsp.ml.training import TrainConfig
+    cfg = ModelConfig(species=(14,), cutoff=3.0, channels=4, l_max=2, radial_hidden=4,
+                      product_basis="tensor")
+    net = jax.tree.map(lambda x: x[None], init_params(cfg, jax.random.PRNGKey(0)))
+    fixed = {"e_ref": np.array([-4.0]), "scale": 1.0}
+    checkpoint.save_model(str(tmp_path), cfg, TrainConfig(), net, fixed, [])
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["model"]["product_basis"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert checkpoint.load(str(tmp_path)).model.product_basis == "tensor"
+    assert ModelConfig().product_basis == "symmetric"

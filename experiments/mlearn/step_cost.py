@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcsp.ml.batch_eval import to_device
+from jcsp.ml.batch_eval import to_host
 from jcsp.ml.data import Packer, labels_of, read_structures
 from jcsp.ml.model import ModelConfig, init_params
 from jcsp.ml.training import State, TrainConfig, _optimizer, _stack, make_step
@@ -36,7 +36,7 @@ def time_step(labels, channels: int, atoms_per_batch: int, repeats: int = 5) -> 
     net = jax.tree.map(lambda x: x[None], init_params(model, jax.random.PRNGKey(0)))
     state = State(net, jax.vmap(_optimizer(cfg).init)(net), net, jnp.zeros((), jnp.int32))
     fixed = {"e_ref": jnp.asarray([-10.4], jnp.float32), "scale": jnp.asarray(1.5, jnp.float32)}
-    batches = [_stack([to_device(packer.batch(labels, g), jnp.float32)])
+    batches = [jax.device_put(_stack([to_host(packer.batch(labels, g), jnp.float32)]))
                for g in groups[:repeats + 1]]
     weights = jnp.asarray([10.0, 1.0, 0.01], jnp.float32)
     lr = jnp.asarray(1e-3, jnp.float32)

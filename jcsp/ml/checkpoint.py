@@ -165,8 +165,10 @@ def load(path: str, *, dtype=jnp.float64) -> Trained:
         raise CheckpointError(f"{params_path} does not match the checksum in model.json "
                               "(corrupt or from another model)")
     try:
-        model = ModelConfig(**{k: tuple(v) if k == "species" else v
-                               for k, v in meta["model"].items()})
+        # Models saved before ``product_basis`` existed used e3nn's tensor products.
+        model = ModelConfig(**{"product_basis": "tensor",
+                               **{k: tuple(v) if k == "species" else v
+                                  for k, v in meta["model"].items()}})
         net = serialization.msgpack_restore(blob)["net"]
     except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from exc

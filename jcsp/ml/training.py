@@ -37,7 +37,7 @@ import optax
 from ase.data import chemical_symbols
 
 from . import checkpoint
-from .batch_eval import errors, loss_terms, predict, to_device
+from .batch_eval import errors, loss_terms, predict, to_device, to_host
 from .data import Labels, Packer, fit_reference_energies, labels_of, neighbor_arrays
 from .domain import fit_domain
 from .model import ModelConfig, cast, init_params
@@ -366,10 +366,11 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
             prog = max((epoch + i / n_steps) / cfg.epochs,
                        (time.perf_counter() - t_start) / cfg.max_time)
             groups = [p[i % len(p)] for p in plans]
-            batch = _stack([to_device(packer.batch(train_labels, g, cache), dtype) for g in groups])
+            batch = jax.device_put(_stack([to_host(packer.batch(train_labels, g, cache), dtype)
+                                           for g in groups]))
             state, metrics = step(state, fixed, batch, jnp.asarray(learning_rate(cfg, prog), dtype),
                                   jnp.asarray(loss_weights(cfg, prog), dtype))
-            losses.append(np.asarray(metrics["loss"]))
+            losses.append(metrics["loss"])  # read at the end of the epoch: no sync per step
         valid = score_set(score, state.ema, fixed, packer, valid_labels, dtype, cache)
         # Model selection: energy and force errors in units of the accuracy one asks of
         # a DFT surrogate (select_energy eV/atom ~ select_forces eV/Å), so that neither
@@ -378,7 +379,7 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
                  + (valid["forces_mae"] / cfg.select_forces) ** 2)
         vloss = float(np.mean(vloss))
         row = {"epoch": epoch + 1, "time": time.perf_counter() - t_start, "progress": prog,
-               "lr": learning_rate(cfg, prog), "train_loss": float(np.mean(losses)),
+               "lr": learning_rate(cfg, prog), "train_loss": float(np.mean(jax.device_get(losses))),
                "valid_loss": vloss,
                "valid_energy_mae": float(np.mean(valid["energy_mae"])),
                "valid_forces_mae": float(np.mean(valid["forces_mae"])),
@@ -449,7 +450,8 @@ def _composition(structures: list) -> dict:
 
 
 def _stack(batches: list[dict]) -> dict:
-    return {k: jnp.stack([b[k] for b in batches]) for k in batches[0]}
+    """Host batches stacked on a leading member axis (numpy)."""
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
 def _progress(total: int, initial: int, enabled: bool):
