@@ -464,3 +464,26 @@ def test_models_saved_before_product_basis_keep_the_tensor_basis(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(meta))
     assert checkpoint.load(str(tmp_path)).model.product_basis == "tensor"
     assert ModelConfig().product_basis == "symmetric"
+
+
+def test_sqrt_density_defaults_to_metals_only(tmp_path):
+    """Left unset, ``sqrt_density`` turns on once the species are all metals (Mo, Mg-Al)
+    and stays off with a non-metal among them (Si, TiO2); an explicit choice wins, and a
+    Mo model.json saved before the option existed loads without it."""
+    import dataclasses
+    import json
+    from jcsp.ml import checkpoint
+    from jcsp.ml.training import TrainConfig
+    assert ModelConfig().sqrt_density is None
+    for species, on in (((42,), True), ((12, 13), True), ((14,), False), ((22, 8), False)):
+        assert dataclasses.replace(ModelConfig(), species=species).sqrt_density is on
+    assert ModelConfig(species=(42,), sqrt_density=False).sqrt_density is False
+    cfg = ModelConfig(species=(42,), cutoff=3.0, channels=4, l_max=2, radial_hidden=4,
+                      sqrt_density=False)
+    net = jax.tree.map(lambda x: x[None], init_params(cfg, jax.random.PRNGKey(0)))
+    checkpoint.save_model(str(tmp_path), cfg, TrainConfig(), net,
+                          {"e_ref": np.array([-10.0]), "scale": 1.0}, [])
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["model"]["sqrt_density"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert checkpoint.load(str(tmp_path)).model.sqrt_density is False

@@ -236,6 +236,31 @@ def test_isolated_energies_are_the_free_atom_energies(tmp_path):
               str(tmp_path / "c"), progress=False, log=lambda s: None)
 
 
+def test_free_atom_reference_comes_from_the_cohesive_energy(tmp_path):
+    """A ``sqrt_density`` model trained with the default settings gives a lone Si atom the
+    lowest energy per atom in its data plus silicon's experimental cohesive energy, 4.63
+    eV (Kittel, Introduction to Solid State Physics, 8th ed., table 3.1); with
+    ``free_atoms = "fit"`` it gives the least-squares reference instead."""
+    import dataclasses
+    from ase import Atoms
+    train_set = _si_set(4, 0)
+    lowest = min(a.get_potential_energy() / len(a) for a in train_set)
+    mean = np.mean([a.get_potential_energy() / len(a) for a in train_set])
+    model = dataclasses.replace(TINY, sqrt_density=True)
+    lone = Atoms("Si", positions=[[0, 0, 0]])
+    for free_atoms, expected in (("cohesive", lowest + 4.63), ("fit", mean)):
+        out = tmp_path / free_atoms
+        lines = []
+        train(train_set, _si_set(2, 1), model, TrainConfig(epochs=1, atoms_per_batch=16,
+                                                           free_atoms=free_atoms),
+              str(out), progress=False, log=lines.append)
+        lone.calc = jcsp.JCSPCalculator(jcsp.potentials.load(str(out)))
+        assert lone.get_potential_energy() == pytest.approx(expected, abs=1e-6)
+        assert any("reference energies" in line and f"{expected:.4f}" in line for line in lines)
+    with pytest.raises(ValueError, match="free_atoms"):
+        TrainConfig(free_atoms="kittel")
+
+
 def test_data_errors(tmp_path):
     atoms = bulk("Si", "diamond", 5.43)
     atoms.calc = SinglePointCalculator(atoms, energy=-8.0)

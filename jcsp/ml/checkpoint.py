@@ -165,8 +165,9 @@ def load(path: str, *, dtype=jnp.float64) -> Trained:
         raise CheckpointError(f"{params_path} does not match the checksum in model.json "
                               "(corrupt or from another model)")
     try:
-        # Models saved before ``product_basis`` existed used e3nn's tensor products.
-        model = ModelConfig(**{"product_basis": "tensor",
+        # Models saved before ``product_basis`` existed used e3nn's tensor products, and
+        # those saved before ``sqrt_density`` existed had none.
+        model = ModelConfig(**{"product_basis": "tensor", "sqrt_density": False,
                                **{k: tuple(v) if k == "species" else v
                                   for k, v in meta["model"].items()}})
         net = serialization.msgpack_restore(blob)["net"]

@@ -74,8 +74,16 @@ class TrainConfig:
       isolated_energies: energies of the free atoms, eV, by element symbol (in TOML:
         ``isolated_energies = {Mo = -4.03}``), for models with ``zero_isolated`` or
         ``sqrt_density``: they become the per-species reference energies, which such a
-        model gives an atom without neighbours (MACE's E0s). Elements not named keep the least-squares
-        reference. Empty (the default): least squares for all.
+        model gives an atom without neighbours (MACE's E0s). Elements not named get
+        the reference ``free_atoms`` says.
+      free_atoms: the reference energy of each element ``isolated_energies`` does not
+        name, for models with ``zero_isolated`` or ``sqrt_density``. ``"cohesive"`` (the
+        default): the lowest energy per atom among the training structures made of that
+        element alone, plus its experimental cohesive energy (Kittel's table, as ASE
+        gives it), i.e. an estimate of the free atom's energy on the data's own scale;
+        an element without such structures or a tabulated value falls back to least
+        squares. ``"fit"``: least squares for all. Models without a free-atom zero
+        always use least squares.
     """
 
     epochs: int = 250
@@ -100,6 +108,11 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     isolated_energies: tuple = ()
+    free_atoms: str = "cohesive"
+
+    def __setstate__(self, state: dict):
+        # Unpickled from a training state saved before ``free_atoms`` existed.
+        self.__dict__.update({"free_atoms": "fit", **state})
 
     def __post_init__(self):
         pairs = self.isolated_energies
@@ -116,18 +129,51 @@ class TrainConfig:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not 0 < self.valid_fraction < 1:
             raise ValueError("valid_fraction must be between 0 and 1")
+        if self.free_atoms not in ("cohesive", "fit"):
+            raise ValueError(f"free_atoms must be 'cohesive' or 'fit', got {self.free_atoms!r}")
+
+
+def cohesive_free_atoms(labels: Labels) -> dict[int, tuple[float, float]]:
+    """Free-atom energy estimates {Z: (lowest energy per atom, cohesive energy)}, eV, for
+    the elements that have training structures of their own and a tabulated experimental
+    cohesive energy (Kittel, Introduction to Solid State Physics, 8th ed., table 3.1, as
+    ``ase.data.cohesive_energies`` holds it). The estimate is their sum: the free atom
+    lies the cohesive energy above the element's ground state, and the lowest structure
+    in the data stands in for the ground state."""
+    try:
+        from ase.data.cohesive_energies import cohesive_energy
+    except ImportError:  # ASE before the table was added
+        return {}
+    lowest: dict[int, float] = {}
+    for atoms, energy in zip(labels.atoms, labels.energy):
+        z = set(atoms.numbers.tolist())
+        if len(z) == 1 and np.isfinite(energy):
+            (z,) = z
+            lowest[z] = min(lowest.get(z, np.inf), energy / len(atoms))
+    return {z: (e, float(cohesive_energy[z])) for z, e in lowest.items()
+            if z < len(cohesive_energy) and cohesive_energy[z] is not None}
 
 
 def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
-                       model: ModelConfig) -> np.ndarray:
-    """Per-species reference energies [S]: least squares on the training energies, with
-    the free-atom energies of ``isolated`` ((symbol, eV) pairs) put in their place."""
+                       model: ModelConfig, free_atoms: str = "fit"
+                       ) -> tuple[np.ndarray, list[str]]:
+    """Per-species reference energies [S] and where each came from: least squares on the
+    training energies, with the free-atom energies of ``isolated`` ((symbol, eV) pairs)
+    put in their place and, with ``free_atoms="cohesive"``, estimates from
+    :func:`cohesive_free_atoms` for the rest (free-atom-zero models only)."""
     e_ref = fit_reference_energies(labels, species)
-    if not isolated:
-        return e_ref
+    source = ["least squares"] * len(species)
     if not model.free_atom_zero:
-        raise ValueError("isolated_energies need a model that gives a free atom zero energy: "
-                         "set [model] zero_isolated = true (or sqrt_density = true)")
+        if isolated:
+            raise ValueError("isolated_energies need a model that gives a free atom zero "
+                             "energy: set [model] zero_isolated = true (or sqrt_density = true)")
+        return e_ref, source
+    if free_atoms == "cohesive":
+        for z, (lowest, coh) in cohesive_free_atoms(labels).items():
+            if z in species:
+                e_ref[species.index(z)] = lowest + coh
+                source[species.index(z)] = (f"free atom: lowest {chemical_symbols[z]} structure "
+                                            f"{lowest:.4f} + cohesive energy {coh:.3f}")
     for symbol, energy in isolated:
         if symbol not in chemical_symbols[1:]:
             raise ValueError(f"isolated_energies: {symbol!r} is not an element symbol")
@@ -136,7 +182,8 @@ def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
             raise ValueError(f"isolated_energies names {symbol}, which the training data "
                              "do not contain")
         e_ref[species.index(z)] = energy
-    return e_ref
+        source[species.index(z)] = "free atom: isolated_energies"
+    return e_ref, source
 
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
@@ -331,7 +378,10 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
                                     inner_cutoff=shortest_distance(train_labels, model.cutoff))
     packer = Packer.for_data([train_labels, valid_labels], model.cutoff,
                              atoms_per_batch=cfg.atoms_per_batch)
-    e_ref = reference_energies(train_labels, species, cfg.isolated_energies, model)
+    e_ref, source = reference_energies(train_labels, species, cfg.isolated_energies, model,
+                                       cfg.free_atoms)
+    log("reference energies (eV/atom): " + "; ".join(
+        f"{chemical_symbols[z]} {e:.4f} ({src})" for z, e, src in zip(species, e_ref, source)))
     fixed = {"e_ref": jnp.asarray(e_ref, dtype),
              "scale": jnp.asarray(force_scale(train_labels), dtype)}
     tx = _optimizer(cfg)
