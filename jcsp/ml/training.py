@@ -146,17 +146,16 @@ def cohesive_free_atoms(labels: Labels) -> dict[int, tuple[float, float]]:
         return {}
     lowest: dict[int, float] = {}
     for atoms, energy in zip(labels.atoms, labels.energy):
-        z = set(atoms.numbers.tolist())
-        if len(z) == 1 and np.isfinite(energy):
-            (z,) = z
+        elements = set(atoms.numbers.tolist())
+        if len(elements) == 1 and np.isfinite(energy):
+            z = elements.pop()
             lowest[z] = min(lowest.get(z, np.inf), energy / len(atoms))
     return {z: (e, float(cohesive_energy[z])) for z, e in lowest.items()
             if z < len(cohesive_energy) and cohesive_energy[z] is not None}
 
 
 def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
-                       model: ModelConfig, free_atoms: str = "fit"
-                       ) -> tuple[np.ndarray, list[str]]:
+                       model: ModelConfig, free_atoms: str) -> tuple[np.ndarray, list[str]]:
     """Per-species reference energies [S] and where each came from: least squares on the
     training energies, with the free-atom energies of ``isolated`` ((symbol, eV) pairs)
     put in their place and, with ``free_atoms="cohesive"``, estimates from
@@ -171,9 +170,10 @@ def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
     if free_atoms == "cohesive":
         for z, (lowest, coh) in cohesive_free_atoms(labels).items():
             if z in species:
-                e_ref[species.index(z)] = lowest + coh
-                source[species.index(z)] = (f"free atom: lowest {chemical_symbols[z]} structure "
-                                            f"{lowest:.4f} + cohesive energy {coh:.3f}")
+                s = species.index(z)
+                e_ref[s] = lowest + coh
+                source[s] = (f"free atom: lowest {chemical_symbols[z]} structure "
+                             f"{lowest:.4f} + cohesive energy {coh:.3f}")
     for symbol, energy in isolated:
         if symbol not in chemical_symbols[1:]:
             raise ValueError(f"isolated_energies: {symbol!r} is not an element symbol")
@@ -181,8 +181,8 @@ def reference_energies(labels, species: tuple[int, ...], isolated: tuple,
         if z not in species:
             raise ValueError(f"isolated_energies names {symbol}, which the training data "
                              "do not contain")
-        e_ref[species.index(z)] = energy
-        source[species.index(z)] = "free atom: isolated_energies"
+        s = species.index(z)
+        e_ref[s], source[s] = energy, "free atom: isolated_energies"
     return e_ref, source
 
 
