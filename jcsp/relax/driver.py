@@ -36,10 +36,13 @@ bucket, and a structure whose energy turns non-finite because its cell outgrew t
 is resized and resumed rather than failed. Bit-for-bit identity holds for the same batch
 shape and static sizes: a failed slot never changes another slot's numbers.
 
-A structure fails (and is frozen and reported with ``info["failure_reason"]``) when its
-energy, forces or stress are not finite, when a force exceeds :data:`MAX_FORCE`, or when
-its cell collapses below :data:`MIN_VOLUME_PER_ATOM` or grows beyond
-:data:`MAX_VOLUME_RATIO` times its starting volume.
+Invalid inputs (:func:`screen`) are set aside before bucketing and come back flagged,
+so the batches, list shapes and numbers of the valid structures are those of a run
+without them. A structure fails during the run (and is frozen and reported with
+``info["failure_reason"]`` and ``info["error"]``) when its energy, forces or stress are
+not finite, when a force exceeds :data:`MAX_FORCE`, or when its cell collapses below
+:data:`MIN_VOLUME_PER_ATOM` or grows beyond :data:`MAX_VOLUME_RATIO` times its starting
+volume.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from tqdm import tqdm
 
 from .. import neighbors as nl
 from ..potentials.base import Potential
-from ..structures.convert import check_structure, from_atoms
+from ..structures.convert import MIN_DISTANCE, StructureError, check_structure, from_atoms
 from ..structures.population import bucket_indices
 from ..units import EV_PER_A3_IN_GPA, full_to_voigt, gpa_to_ev_per_a3
 from .fire import FireConfig
@@ -79,6 +82,18 @@ MIN_SHRINK = 64
 SKIN_FRACTION = 0.25
 MAX_SKIN = 1.0
 OPTIMIZERS = {"fire": FireConfig, "lbfgs": LBFGSConfig}
+#: What to do about each failure code of :data:`REASONS` (appended in ``info["error"]``).
+ADVICE = {
+    1: "the potential is undefined here (atoms far closer than it was made for, or "
+       "outside a trained model's range); check the structure",
+    2: "two atoms are nearly on top of each other; push them apart or drop the structure",
+    3: "the potential has too little repulsion at this density; start from a larger "
+       "cell or use a potential with a repulsive core",
+    4: "the structure is unbound under this potential and pressure; check the "
+       "composition and the potential's cutoff, or apply pressure",
+}
+#: ``info`` keys that describe a failure; cleared from inputs before results are set.
+FAILURE_KEYS = ("failure_reason", "error", "invalid")
 
 
 # --- caches keyed by the potential object (weakly: a dead potential frees its entries) ---
@@ -252,7 +267,6 @@ def _plainly_valid(structures) -> np.ndarray:
     ``MIN_DISTANCE``, a shorter separation has fractional components below 1, so the
     rounded fractional difference plus shifts in {-1, 0, 1} finds it.
     """
-    from ..structures.convert import MIN_DISTANCE
     ok = np.zeros(len(structures), bool)
     groups: dict = {}
     for k, atoms in enumerate(structures):
@@ -289,7 +303,8 @@ def _plainly_valid(structures) -> np.ndarray:
     return ok
 
 
-def _validate(structures, potential):
+def _check_arguments(structures, potential) -> None:
+    """Errors of the call itself (not of one structure): these always raise."""
     if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
         raise ValueError("relax expects a list of ase.Atoms (wrap a single one: [atoms])")
     if len(structures) == 0:
@@ -299,14 +314,43 @@ def _validate(structures, potential):
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
             raise ValueError(f"structure {k} is a {type(atoms).__name__}, not an ase.Atoms")
+
+
+def screen(structures: Sequence[Atoms], potential: Potential) -> list[str | None]:
+    """Per structure, None when it can be relaxed with ``potential``, else why not and
+    what to do (host side).
+
+    Invalid: no atoms, non-finite coordinates or cell, zero volume, partial
+    periodicity, atoms closer than ``MIN_DISTANCE``, species the potential does not
+    cover, or a crystal given to a potential without a cutoff.
+    """
     plain = _plainly_valid(structures)
+    errors: list[str | None] = []
     for k, atoms in enumerate(structures):
-        if not plain[k]:
-            check_structure(atoms, label=f"structure {k}")
-        if any(atoms.pbc) and potential.cutoff is None:
-            raise ValueError(f"structure {k} is periodic but {potential!r} has no cutoff "
-                             "(all pairs), which only works for clusters; give a cutoff")
-    potential.check_species(np.unique(np.concatenate([a.numbers for a in structures])))
+        try:
+            if not plain[k]:
+                check_structure(atoms)
+            potential.check_species(atoms.numbers)
+            if any(atoms.pbc) and potential.cutoff is None:
+                raise StructureError(
+                    f"the structure is periodic but {potential!r} has no cutoff (all pairs),"
+                    " which only works for clusters; give the potential a cutoff")
+        except ValueError as err:
+            errors.append(str(err))
+        else:
+            errors.append(None)
+    return errors
+
+
+def _rejected(atoms: Atoms, error: str) -> Atoms:
+    """The output for an input that was not relaxed: the input itself, flagged."""
+    out = atoms.copy()
+    del out.constraints
+    nan = float("nan")
+    out.info.update(failed=True, invalid=True, error=error, failure_reason=error,
+                    converged=False, steps=0, energy=nan, enthalpy=nan, pressure=nan,
+                    volume=nan, max_force=nan, max_stress=nan)
+    return out
 
 
 # --- the public entry point -----------------------------------------------------------
@@ -314,7 +358,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
           pressure=0.0, relax_cell: bool = True, optimizer="fire", max_steps: int = 3000,
           *, smax: float | None = None, batch_size: int | None = None,
           steps_per_segment: int = 100, progress: bool = False, dtype=None, params=None,
-          skin: float | None = None, _spec: nl.NeighborSpec | None = None) -> list[Atoms]:
+          skin: float | None = None, strict: bool = False,
+          _spec: nl.NeighborSpec | None = None) -> list[Atoms]:
     """Relax many structures at once (positions and, for crystals, the cell).
 
     Minimises the enthalpy ``H = E + p V`` with FIRE or L-BFGS over the coordinates of
@@ -339,22 +384,39 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
       progress: show a tqdm bar over finished structures.
       dtype: float dtype (``jnp.float32`` is the fast choice on accelerators).
       params: potential parameters to use instead of ``potential.params``.
-      skin: Verlet skin of the neighbor lists, Å (default: 0.1 x the cutoff; 0 rebuilds
-        every list at every step).
+      skin: Verlet skin of the neighbor lists, Å (default: a quarter of the cutoff, at
+        most 1 Å; 0 rebuilds every list at every step).
+      strict: raise :class:`~jcsp.structures.convert.StructureError` on the first invalid
+        input instead of returning it flagged.
 
     Returns:
-      New ``ase.Atoms``, in input order, with a ``SinglePointCalculator`` (energy,
-      forces, stress) and ``info``: ``energy``, ``enthalpy`` (eV), ``converged``,
-      ``failed``, ``steps``, ``pressure`` (GPa, from the stress), ``volume`` (Å³),
-      ``max_force`` (eV/Å), ``max_stress`` (GPa, largest ``|stress + p I|``) and, when
-      failed, ``failure_reason``. Clusters get NaN pressure, volume and max_stress.
-      Constraints of the input are not applied (and are dropped from the output).
+      One new ``ase.Atoms`` per input, in input order, with a ``SinglePointCalculator``
+      (energy, forces, stress) and ``info``: ``energy``, ``enthalpy`` (eV),
+      ``converged``, ``failed``, ``steps``, ``pressure`` (GPa, from the stress),
+      ``volume`` (Å³), ``max_force`` (eV/Å), ``max_stress`` (GPa, largest
+      ``|stress + p I|``) and, when failed, ``error`` (what went wrong and what to do)
+      and ``failure_reason`` (what went wrong). Clusters get NaN pressure, volume and
+      max_stress. Constraints of the input are not applied (and are dropped from the
+      output).
+
+      An invalid input (see :func:`screen`: overlapping atoms, non-finite numbers, zero
+      volume, a species the potential does not cover, ...) is not relaxed: it comes back
+      as given, with ``failed`` and ``invalid`` true, ``error`` set, NaN energies and no
+      calculator. The other structures are relaxed exactly as in a run without it (bit
+      for bit). A structure whose relaxation breaks down (non-finite numbers, exploding
+      forces, a collapsing or exploding cell) is frozen there and returned failed, and
+      never affects the others.
+
+    Raises:
+      ValueError: bad options (pressure, fmax, optimizer, ...), an empty list or an
+        entry that is not an ``ase.Atoms``; with ``strict``, the first invalid structure
+        (:class:`~jcsp.structures.convert.StructureError` for its geometry).
 
     Example:
       >>> out = jcsp.relax(structures, lj, fmax=0.01, pressure=10.0)
       >>> best = min(out, key=lambda a: a.info["enthalpy"] / len(a))
     """
-    _validate(structures, potential)
+    _check_arguments(structures, potential)
     n = len(structures)
     fmax = _number(fmax, "fmax")
     smax_gpa = None if smax is None else _number(smax, "smax")
@@ -379,9 +441,15 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
                    max_steps=np.full(n, max_steps, np.int32))
     out: list = [None] * n
     groups: dict = {}
-    for i, atoms in enumerate(structures):
-        groups.setdefault(tuple(bool(p) for p in atoms.pbc), []).append(i)
-    with tqdm(total=n, disable=not progress, desc="relax", unit="structure") as bar:
+    for i, error in enumerate(screen(structures, potential)):
+        if error is None:
+            groups.setdefault(tuple(bool(p) for p in structures[i].pbc), []).append(i)
+        elif strict:
+            raise StructureError(f"structure {i}: {error}")
+        else:
+            out[i] = _rejected(structures[i], error)
+    n_valid = sum(len(members) for members in groups.values())
+    with tqdm(total=n_valid, disable=not progress, desc="relax", unit="structure") as bar:
         for pbc, members in groups.items():
             for n_max, local in bucket_indices([len(structures[i]) for i in members]).items():
                 index = [members[k] for k in local]
@@ -535,7 +603,7 @@ def _harvest(slots, finished, holder, index, structures, frac0, cell0, pbc, out)
         stress = np.array(data["stress"][b], float)
         p_ext = float(data["pressure"][b])
         calc = dict(energy=energy, free_energy=energy, forces=forces)
-        info = {k: v for k, v in atoms.info.items() if k != "failure_reason"}
+        info = {k: v for k, v in atoms.info.items() if k not in FAILURE_KEYS}
         info.update(energy=energy, enthalpy=float(data["enthalpy"][b]),
                     converged=bool(data["converged"][b]), failed=bool(data["failed"][b]),
                     steps=int(data["steps"][b]),
@@ -549,12 +617,14 @@ def _harvest(slots, finished, holder, index, structures, frac0, cell0, pbc, out)
         else:
             info.update(pressure=float("nan"), volume=float("nan"), max_stress=float("nan"))
         if info["failed"]:
-            info["failure_reason"] = REASONS.get(int(data["reason"][b]), "unknown")
+            code = int(data["reason"][b])
+            info["failure_reason"] = REASONS[code]
+            info["error"] = f"{REASONS[code]}; {ADVICE[code]}"
         atoms.info = info
         atoms.calc = SinglePointCalculator(atoms, **calc)
         out[g] = atoms
 
 
-__all__ = ["relax", "FireConfig", "LBFGSConfig", "MAX_FORCE", "MIN_VOLUME_PER_ATOM",
+__all__ = ["relax", "screen", "ADVICE", "FireConfig", "LBFGSConfig", "MAX_FORCE", "MIN_VOLUME_PER_ATOM",
            "MAX_VOLUME_RATIO", "REASONS", "Slots"]
 

@@ -42,15 +42,17 @@ def check_structure(atoms: Atoms, *, min_distance: float = MIN_DISTANCE, label: 
     """Raise :class:`StructureError` with a clear message for unusable structures."""
     where = f"{label}: " if label else ""
     if len(atoms) == 0:
-        raise StructureError(f"{where}structure has no atoms")
+        raise StructureError(f"{where}structure has no atoms; drop it from the input")
     pos = atoms.get_positions()
     if not np.isfinite(pos).all():
-        raise StructureError(f"{where}positions contain NaN or infinity")
+        raise StructureError(f"{where}positions contain NaN or infinity; fix or drop the "
+                             "structure (often the output of a failed calculation)")
     pbc = _pbc_of(atoms)
     if all(pbc):
         cell = np.asarray(atoms.cell[:], float)
         if not np.isfinite(cell).all():
-            raise StructureError(f"{where}cell contains NaN or infinity")
+            raise StructureError(f"{where}cell contains NaN or infinity; fix or drop the "
+                                 "structure")
         volume = abs(np.linalg.det(cell))
         if volume < 1e-6 * max(1.0, np.linalg.norm(cell) ** 3):
             raise StructureError(f"{where}cell has zero volume ({volume:.3g} Å³); "
