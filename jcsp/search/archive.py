@@ -38,7 +38,7 @@ from typing import Literal, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..io import spacegroup
+from ..structures.symmetry import spacegroup
 from . import fingerprint as fpm
 
 #: Default enthalpy tolerance, eV/atom.

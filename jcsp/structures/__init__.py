@@ -1,5 +1,6 @@
-"""Structures: the padded population and conversions to and from ASE and files."""
+"""Structures: the padded population, conversions to and from ASE, symmetry analysis."""
 
 from .population import Population, bucket_indices, bucket_size, stack, unstack
+from .symmetry import spacegroup
 
-__all__ = ["Population", "bucket_indices", "bucket_size", "stack", "unstack"]
+__all__ = ["Population", "bucket_indices", "bucket_size", "spacegroup", "stack", "unstack"]
