@@ -1,9 +1,13 @@
-"""Files in and out (host side): structures, space groups and potentials by name.
+"""Files in and out (host side): structures, and potentials by name, file or table.
 
 Structures are read and written through ASE (CIF, POSCAR/CONTCAR/VASP, extxyz/xyz, ASE
 ``.traj``) and validated on the way in, so that bad input fails here, with the file
-named, instead of deep inside a compiled function. Every problem with user input raises
-:class:`InputError`, a ``ValueError``.
+named, instead of deep inside a compiled function. Potentials are loaded from a short
+name, a LAMMPS potential file, a trained model directory or a TOML potential table
+(:func:`load_potential`, :func:`potential_from_table`). Every problem with user input
+raises :class:`InputError`, a ``ValueError``. ``spacegroup`` is
+:func:`jcsp.structures.symmetry.spacegroup`, re-exported for scripts that read and
+label structures in one place.
 
 Example:
   >>> from jcsp.io import read_structures, spacegroup, load_potential
@@ -18,15 +22,15 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import warnings
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
 from .structures.convert import StructureError, check_structure
+from .structures.symmetry import spacegroup  # re-exported: jcsp.io.spacegroup
 
 #: Folder of the data shipped with jcsp.
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -283,33 +287,7 @@ def _clean_for_extxyz(atoms: Atoms) -> Atoms:
     return out
 
 
-# --- symmetry ---------------------------------------------------------------------
-def spacegroup(atoms: Atoms, symprec: float = 1e-3) -> str:
-    """International symbol and number from spglib, e.g. ``"Fd-3m (227)"``.
-
-    Args:
-      atoms: a periodic structure.
-      symprec: distance tolerance in Å.
-
-    Returns:
-      The label, or ``"-"`` for clusters (no lattice) and when spglib finds none.
-    """
-    import spglib
-
-    if not atoms.pbc.all() or len(atoms) == 0:
-        return "-"
-    cell = (np.asarray(atoms.cell[:], float), atoms.get_scaled_positions(wrap=True),
-            np.asarray(atoms.numbers))
-    with warnings.catch_warnings():  # spglib >= 2.5 warns about its error handling mode
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            label = spglib.get_spacegroup(cell, symprec=symprec)
-        except Exception:  # spglib.error.SpglibError when no symmetry is found
-            label = None
-    return label if label else "-"
-
-
-# --- potentials by name -------------------------------------------------------------
+# --- potentials by name, file or table -------------------------------------------------
 POTENTIAL_CHOICES = (
     "sw-si (the shipped Stillinger-Weber silicon)",
     "FILE.sw (LAMMPS Stillinger-Weber file)",
@@ -317,60 +295,364 @@ POTENTIAL_CHOICES = (
     "lj or lj:epsilon=E,sigma=S,cutoff=RC,truncation=shift|plain|smooth (Lennard-Jones)",
     "ml-si (the shipped equivariant ML potential for silicon, trained on mlearn Si)",
     "DIR (a model directory written by `jcsp train`)",
+    "FILE.toml (a potential table, e.g. Buckingham + Coulomb with GULP-style parameters; "
+    "see docs/potentials.md)",
 )
+#: Help text of the ``--potential`` options of the command line.
+POTENTIAL_HELP = ("sw-si (default), ml-si (shipped ML model), MODEL_DIR (from jcsp train), "
+                  "FILE.sw, FILE.eam[.alloy|.fs], FILE.toml (a potential table, e.g. "
+                  "Buckingham + Coulomb), lj or lj:epsilon=E,sigma=S,cutoff=RC|none")
+#: Values of ``type`` in a potential table (see :func:`potential_from_table`).
+TABLE_TYPES = ("buckingham", "lennard-jones", "stillinger-weber", "eam", "ml")
 
-
-def load_potential(spec: str):
-    """A potential from a short name or a LAMMPS potential file (host side).
+def load_potential(spec, *, base: str | os.PathLike | None = None):
+    """A potential from a short name, a potential file or a potential table (host side).
 
     Args:
       spec: ``"sw-si"``; a path ending in ``.sw``, ``.eam``, ``.eam.alloy`` or
-        ``.eam.fs``; or ``"lj"`` / ``"lj:epsilon=0.0104,sigma=3.4,cutoff=8.5"``
+        ``.eam.fs``; ``"lj"`` / ``"lj:epsilon=0.0104,sigma=3.4,cutoff=8.5"``
         (epsilon eV, default 1; sigma Å, default 1; cutoff Å, default 3 sigma, ``none``
         for all pairs in clusters; truncation ``shift`` (default), ``plain`` or
         ``smooth``); ``"ml-si"`` (the shipped ML model) or a directory written by
-        ``jcsp train``.
+        ``jcsp train``; a path ending in ``.toml`` holding a potential table; or the
+        table itself, a mapping such as the ``[potential]`` table of a ``jcsp search``
+        config (see :func:`potential_from_table`).
+      base: folder that relative file names inside a table are relative to (default:
+        the current directory; for a ``.toml`` file, the file's folder).
 
     Returns:
       A :class:`jcsp.potentials.Potential`.
 
     Raises:
-      InputError: unknown name, missing file, malformed file or bad LJ options, with
-        the list of accepted choices.
+      InputError: unknown name, missing file, malformed file or table, or bad LJ
+        options, with the accepted choices.
+
+    Example:
+      >>> sw = load_potential("sw-si")
+      >>> mgo = load_potential("docs/examples/mgo.toml")   # Buckingham + Coulomb
+      >>> ar = load_potential({"type": "lennard-jones", "epsilon": 0.0104, "sigma": 3.4})
     """
+    if isinstance(spec, Mapping):
+        return potential_from_table(spec, base=base)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InputError(f"a potential is a name, a file or a table, not "
+                         f"{type(spec).__name__} {spec!r}")
     spec = str(spec).strip()
     low = spec.lower()
     if low == "sw-si":
         return _from_file(SI_SW, "sw")
-    if low in SHIPPED_MODELS or Path(spec).is_dir():
-        from .ml.checkpoint import load
-        return load(SHIPPED_MODELS.get(low, spec)).potential
+    if low in SHIPPED_MODELS:
+        return _trained_model(SHIPPED_MODELS[low])
+    if _resolve(spec, base).is_dir():
+        return _trained_model(_resolve(spec, base))
     if low == "lj" or low.startswith("lj:"):
         return _lennard_jones(spec[3:] if ":" in spec else "")
     if low.endswith(".sw"):
-        return _from_file(Path(spec), "sw")
+        return _from_file(_resolve(spec, base), "sw")
     if low.endswith((".eam", ".eam.alloy", ".eam.fs")):
-        return _from_file(Path(spec), "eam")
+        return _from_file(_resolve(spec, base), "eam")
+    if low.endswith(".toml"):
+        return _from_toml(_resolve(spec, base))
     raise InputError(f"unknown potential {spec!r}; choose one of: "
                      + "; ".join(POTENTIAL_CHOICES))
 
 
-def _from_file(path: Path, kind: str):
+def describe_potential(spec) -> str:
+    """A one-line label of a potential spec for logs: the name, or the table's type."""
+    if isinstance(spec, Mapping):
+        return f"a {spec.get('type', '?')} potential table"
+    return str(spec)
+
+
+def potential_from_table(table: Mapping, *, base: str | os.PathLike | None = None,
+                         where: str = "potential table"):
+    """A potential from a table: a ``.toml`` potential file or a config's ``[potential]``.
+
+    The table's ``type`` says which potential; the other keys are its parameters, in
+    eV, Å and e. Unknown keys, missing species and non-physical values are refused.
+
+    - ``type = "buckingham"``: Buckingham + Coulomb (Ewald), the rigid-ion model of
+      GULP's ``buck`` and LAMMPS's ``buck/coul/long``
+      (:class:`jcsp.potentials.BuckinghamCoulomb`). ``cutoff`` (Å, real-space cutoff
+      of both terms), ``charges`` (a table ``{element = charge in e}``, every element
+      of the model), ``[[buckingham]]`` entries with ``pair = ["Mg", "O"]``, ``A``
+      (eV, > 0), ``rho`` (Å, > 0) and ``C`` (eV·Å⁶, >= 0, default 0); optionally
+      ``accuracy`` (relative Ewald accuracy, default 1e-8) or ``alpha`` (Ewald
+      splitting parameter, 1/Å).
+    - ``type = "lennard-jones"``: ``epsilon`` (eV), ``sigma`` (Å), ``cutoff`` (Å or
+      ``"none"``, default 3 sigma), ``truncation`` (``"shift"``, ``"plain"``,
+      ``"smooth"``), or ``[[pairs]]`` entries with ``pair``, ``epsilon`` and ``sigma``
+      for several elements (then ``cutoff`` is required).
+    - ``type = "stillinger-weber"`` or ``"eam"``: ``file`` (a LAMMPS ``.sw`` or EAM
+      file; for EAM also a list of ``.eam`` funcfl files) and optionally ``species``,
+      the elements to keep.
+    - ``type = "ml"``: ``model``, ``"ml-si"`` or a directory written by ``jcsp train``.
+
+    Args:
+      table: the table, e.g. from ``tomllib.load``.
+      base: folder that relative file names are relative to (default: current).
+      where: how error messages name the table (e.g. ``"run.toml [potential]"``).
+
+    Returns:
+      A :class:`jcsp.potentials.Potential`.
+
+    Raises:
+      InputError: naming ``where``, the key and what to write instead.
+
+    Example (rigid-ion MgO, the worked example of docs/potentials.md):
+      >>> import tomllib
+      >>> table = tomllib.loads('''
+      ... type = "buckingham"
+      ... cutoff = 10.0
+      ... charges = {Mg = 2.0, O = -2.0}
+      ... [[buckingham]]
+      ... pair = ["Mg", "O"]
+      ... A = 1428.5
+      ... rho = 0.2945
+      ... [[buckingham]]
+      ... pair = ["O", "O"]
+      ... A = 22764.0
+      ... rho = 0.149
+      ... C = 27.88
+      ... ''')
+      >>> mgo = potential_from_table(table)
+    """
+    if not isinstance(table, Mapping):
+        raise InputError(f"{where}: must be a table of settings, not "
+                         f"{type(table).__name__}")
+    kind = table.get("type")
+    builders = {"buckingham": _buckingham_table, "lennard-jones": _lennard_jones_table,
+                "stillinger-weber": _lammps_file_table, "eam": _lammps_file_table,
+                "ml": _model_table}
+    if kind not in builders:
+        got = "no 'type'" if kind is None else f"type {kind!r}"
+        raise InputError(f"{where}: {got}; set type to one of "
+                         + ", ".join(f'"{t}"' for t in TABLE_TYPES))
+    return builders[kind](_Table(table, where), base)
+
+
+class _Table:
+    """Typed access to a potential table, with errors naming the table and the key."""
+
+    def __init__(self, table: Mapping, where: str):
+        self.table, self.where = table, where
+
+    def error(self, message: str) -> InputError:
+        return InputError(f"{self.where}: {message}")
+
+    def check_keys(self, allowed: Sequence[str], table: Mapping | None = None,
+                   label: str = "") -> None:
+        table = self.table if table is None else table
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            raise self.error(f"unknown key{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}{label}; "
+                             f"known: {', '.join(allowed)}")
+
+    def number(self, key: str, value, *, low: float | None = None, strict: bool = True,
+               label: str = "") -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise self.error(f"{key}{label} must be a finite number, not {value!r}")
+        if low is not None and (value <= low if strict else value < low):
+            bound = f"{'>' if strict else '>='} {low:g}"
+            raise self.error(f"{key}{label} must be {bound}, not {value!r}")
+        return float(value)
+
+    def element(self, value, label: str) -> str:
+        if not isinstance(value, str) or value not in atomic_numbers or value == "X":
+            raise self.error(f"{label}: {value!r} is not a chemical symbol such as 'Mg'")
+        return value
+
+    def pair(self, entry: Mapping, label: str) -> tuple[str, str]:
+        pair = entry.get("pair")
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise self.error(f"{label} needs pair = two elements such as [\"Mg\", \"O\"], "
+                             f"not {pair!r}")
+        return tuple(self.element(x, label) for x in pair)
+
+    def entries(self, key: str, *, required: bool) -> list[Mapping]:
+        entries = self.table.get(key)
+        if entries is None and not required:
+            return []
+        if not isinstance(entries, list) or not entries \
+                or not all(isinstance(e, Mapping) for e in entries):
+            raise self.error(f"needs one or more [[{key}]] entries (each a table with "
+                             "pair = [\"A\", \"B\"] and its parameters)")
+        return entries
+
+
+_BUCKINGHAM_KEYS = ("type", "cutoff", "charges", "buckingham", "accuracy", "alpha")
+_BUCKINGHAM_PAIR_KEYS = ("pair", "A", "rho", "C")
+
+
+def _buckingham_table(t: _Table, base):
+    from .potentials.buckingham import BuckinghamCoulomb
+
+    t.check_keys(_BUCKINGHAM_KEYS)
+    if "cutoff" not in t.table:
+        raise t.error("needs cutoff, the real-space cutoff of the Buckingham and Ewald "
+                      "terms in Å (e.g. cutoff = 10.0)")
+    cutoff = t.number("cutoff", t.table["cutoff"], low=0.0)
+    charges = t.table.get("charges")
+    if not isinstance(charges, Mapping) or not charges:
+        raise t.error("needs charges, the charge of every element in e (e.g. "
+                      "charges = {Mg = 2.0, O = -2.0})")
+    charge_of = {t.element(el, "charges"): t.number(f"charges.{el}", q)
+                 for el, q in charges.items()}
+    pairs = {}
+    for k, entry in enumerate(t.entries("buckingham", required=True)):
+        label = f"[[buckingham]] entry {k + 1}"
+        t.check_keys(_BUCKINGHAM_PAIR_KEYS, entry, f" in {label}")
+        pair = t.pair(entry, label)
+        missing = [el for el in pair if el not in charge_of]
+        if missing:
+            raise t.error(f"{label} ({'-'.join(pair)}): {', '.join(missing)} has no "
+                          "charge; add it to charges")
+        key = tuple(sorted(pair))
+        if key in pairs:
+            raise t.error(f"{label}: pair {'-'.join(pair)} is given twice")
+        for name in ("A", "rho"):
+            if name not in entry:
+                raise t.error(f"{label} ({'-'.join(pair)}) needs {name}")
+        at = f" of {'-'.join(pair)}"
+        pairs[key] = (t.number("A", entry["A"], low=0.0, label=at),
+                      t.number("rho", entry["rho"], low=0.0, label=at),
+                      t.number("C", entry.get("C", 0.0), low=0.0, strict=False, label=at))
+    if "accuracy" in t.table and "alpha" in t.table:
+        raise t.error("give accuracy or alpha, not both (alpha fixes the Ewald "
+                      "splitting that accuracy would choose)")
+    accuracy = 1e-8
+    if "accuracy" in t.table:
+        accuracy = t.number("accuracy", t.table["accuracy"], low=0.0)
+        if accuracy >= 1.0:
+            raise t.error(f"accuracy is a relative error below 1 (e.g. 1e-8), not "
+                          f"{accuracy!r}")
+    alpha = t.number("alpha", t.table["alpha"], low=0.0) if "alpha" in t.table else None
+    try:
+        return BuckinghamCoulomb(pairs, charge_of, cutoff, accuracy=accuracy, alpha=alpha)
+    except ValueError as err:
+        raise t.error(str(err)) from None
+
+
+_LJ_KEYS = ("type", "epsilon", "sigma", "cutoff", "truncation", "pairs")
+
+
+def _lennard_jones_table(t: _Table, base):
+    from .potentials.lennard_jones import LennardJones
+
+    t.check_keys(_LJ_KEYS)
+    truncation = t.table.get("truncation", "shift")
+    if truncation not in ("shift", "plain", "smooth"):
+        raise t.error(f"truncation must be \"shift\", \"plain\" or \"smooth\", not "
+                      f"{truncation!r}")
+    cutoff = t.table.get("cutoff")
+    if isinstance(cutoff, str) and cutoff.lower() == "none":
+        cutoff = None
+    elif cutoff is not None:
+        cutoff = t.number("cutoff", cutoff, low=0.0)
+    entries = t.entries("pairs", required=False)
+    if entries:
+        if "epsilon" in t.table or "sigma" in t.table:
+            raise t.error("give epsilon and sigma per pair in [[pairs]] or once at the "
+                          "top, not both")
+        if "cutoff" not in t.table:
+            raise t.error("with [[pairs]], give the cutoff (Å, or \"none\" for clusters)")
+        pairs = {}
+        for k, entry in enumerate(entries):
+            label = f"[[pairs]] entry {k + 1}"
+            t.check_keys(("pair", "epsilon", "sigma"), entry, f" in {label}")
+            pair = t.pair(entry, label)
+            for name in ("epsilon", "sigma"):
+                if name not in entry:
+                    raise t.error(f"{label} ({'-'.join(pair)}) needs {name}")
+            at = f" of {'-'.join(pair)}"
+            pairs[pair] = (t.number("epsilon", entry["epsilon"], low=0.0, label=at),
+                           t.number("sigma", entry["sigma"], low=0.0, label=at))
+        try:
+            return LennardJones(cutoff=cutoff, pairs=pairs, truncation=truncation)
+        except ValueError as err:
+            raise t.error(str(err)) from None
+    epsilon = t.number("epsilon", t.table.get("epsilon", 1.0), low=0.0)
+    sigma = t.number("sigma", t.table.get("sigma", 1.0), low=0.0)
+    if "cutoff" not in t.table:
+        cutoff = 3.0 * sigma
+    return LennardJones(epsilon, sigma, cutoff, truncation=truncation)
+
+
+def _lammps_file_table(t: _Table, base):
+    t.check_keys(("type", "file", "species"))
+    kind = "sw" if t.table["type"] == "stillinger-weber" else "eam"
+    files = t.table.get("file")
+    several = isinstance(files, list) and kind == "eam"
+    names = files if several else [files]
+    if not names or not all(isinstance(f, str) and f.strip() for f in names):
+        what = "a LAMMPS .sw file" if kind == "sw" else \
+            "a LAMMPS EAM file, or a list of .eam files"
+        raise t.error(f"needs file = {what}, not {files!r}")
+    species = t.table.get("species")
+    if species is not None:
+        if not isinstance(species, list) or not species:
+            raise t.error(f"species must be a list of elements such as [\"Si\"], not "
+                          f"{species!r}")
+        species = [t.element(el, "species") for el in species]
+    paths = [_resolve(f, base) for f in names]
+    return _from_file(paths if several else paths[0], kind, species=species)
+
+
+def _model_table(t: _Table, base):
+    t.check_keys(("type", "model"))
+    model = t.table.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise t.error("needs model = \"ml-si\" or a directory written by `jcsp train`")
+    if model.strip().lower() not in SHIPPED_MODELS and not _resolve(model, base).is_dir():
+        raise t.error(f"model {model!r}: no such directory; give \"ml-si\" or a "
+                      "directory written by `jcsp train`")
+    return load_potential(model.strip(), base=base)
+
+
+def _resolve(name: str | os.PathLike, base) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def _from_toml(path: Path):
+    import tomllib
+
     if not path.is_file():
         raise InputError(f"{path}: potential file not found")
     try:
-        if kind == "sw":
-            from .potentials.stillinger_weber import StillingerWeber as cls
-        else:
-            from .potentials.eam import EAM as cls
-    except ImportError as err:
-        raise InputError(f"{path}: this jcsp installation cannot read {kind} files "
-                         f"({err})") from None
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path}: not valid TOML: {err}") from None
+    where = str(path)
+    if set(table) == {"potential"} and isinstance(table["potential"], Mapping):
+        table, where = table["potential"], f"{path} [potential]"
+    return potential_from_table(table, base=path.parent, where=where)
+
+
+def _trained_model(path):
+    from .ml.checkpoint import load
+
+    return load(str(path)).potential
+
+
+def _from_file(path, kind: str, *, species=None):
+    paths = path if isinstance(path, list) else [path]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: potential file not found")
+    if kind == "sw":
+        from .potentials.stillinger_weber import StillingerWeber as cls
+    else:
+        from .potentials.eam import EAM as cls
+    label = ", ".join(map(str, paths))
     try:
-        return cls.from_lammps(path)
+        return cls.from_lammps(path, species=species)
     except Exception as err:  # parsers raise assorted errors on malformed files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: cannot read {cls.__name__} potential: {reason}") from None
+        raise InputError(f"{label}: cannot read {cls.__name__} potential: {reason}") from None
 
 
 def _lennard_jones(options: str):

@@ -37,7 +37,8 @@ needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None, reason="LAMMPS `lmp` n
 # 270 (1933) as tabulated by Tosi & Fumi; their small r^-8 term is left out.
 NACL = {("Na", "Na"): (423.2, 0.317, 1.0486), ("Na", "Cl"): (1254.9, 0.317, 6.9906),
         ("Cl", "Cl"): (2567.0, 0.327, 75.054)}
-# MgO: Lewis & Catlow, J. Phys. C 18, 1149 (1985), formal charges, no Mg-Mg term.
+# MgO: the short-range terms of Bush et al., J. Mater. Chem. 4, 831 (1994), on rigid ions
+# with formal charges; no Mg-Mg term.
 MGO = {("Mg", "O"): (1428.5, 0.2945, 0.0), ("O", "O"): (22764.0, 0.1490, 27.88)}
 BOTH = {**NACL, **MGO}  # one model for both, so that one batch (one compilation) serves
 CHARGES = {"Na": 1.0, "Cl": -1.0, "Mg": 2.0, "O": -2.0}

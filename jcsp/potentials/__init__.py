@@ -1,4 +1,8 @@
-"""Energy models. Each maps (params, graph) -> per-atom energies; see :mod:`.base`."""
+"""Energy models. Each maps (params, graph) -> per-atom energies; see :mod:`.base`.
+
+Trained ML potentials live in :mod:`jcsp.ml` (``jcsp.ml.load(directory).potential``);
+:func:`jcsp.io.load_potential` loads any potential by name, file or table.
+"""
 
 from . import ewald
 from .base import Potential
@@ -7,20 +11,4 @@ from .eam import EAM
 from .lennard_jones import LennardJones
 from .stillinger_weber import StillingerWeber
 
-
-
-def load(path):
-    """A trained ML potential from a model directory written by ``jcsp train``.
-
-    Returns a :class:`jcsp.ml.EquivariantPotential`, or a :class:`jcsp.ml.Committee` when
-    the directory holds several members; either works in ``jcsp.relax``, ``jcsp.search``
-    and ``jcsp.JCSPCalculator`` like the classical potentials.
-
-    Raises:
-      jcsp.ml.CheckpointError: missing, corrupt or mismatched files.
-    """
-    from ..ml.checkpoint import load as load_trained
-    return load_trained(str(path)).potential
-
-
-__all__ = ["load", "BuckinghamCoulomb", "EAM", "LennardJones", "Potential", "StillingerWeber", "ewald"]
+__all__ = ["BuckinghamCoulomb", "EAM", "LennardJones", "Potential", "StillingerWeber", "ewald"]

@@ -13,8 +13,10 @@ energies differ from the exact sum by about 1e-7 eV per close pair; with that
 polynomial put back in, the two agree to 1e-10 (see ``tests/test_buckingham.py``).
 
 Typical parameters: MgO with formal charges +2/-2, Mg-O ``A = 1428.5`` eV,
-``rho = 0.2945`` Å, ``C = 0``; O-O ``22764.0`` eV, ``0.1490`` Å, ``27.88`` eV Å^6
-(Lewis & Catlow, J. Phys. C 18, 1149 (1985)). NaCl with charges +1/-1, Na-Cl
+``rho = 0.2945`` Å, ``C = 0``; O-O ``22764.0`` eV, ``0.1490`` Å, ``27.88`` eV Å^6: the
+short-range terms of Bush, Gale, Catlow & Battle, J. Mater. Chem. 4, 831 (1994), whose
+oxygen is a shell-model ion, used here on rigid ions (rock salt relaxes to a = 4.1985 Å;
+``docs/examples/mgo.toml`` and ``tests/test_potential_specs.py``). NaCl with charges +1/-1, Na-Cl
 ``(1254.9, 0.317, 6.9906)``, Na-Na ``(423.2, 0.317, 1.0486)``, Cl-Cl ``(2567.0, 0.327,
 75.054)``: Tosi & Fumi, J. Phys. Chem. Solids 25, 31 (1964), in Buckingham form
 ``A = b exp(sigma / rho)``, without their r^-8 term.
