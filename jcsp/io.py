@@ -305,6 +305,7 @@ POTENTIAL_HELP = ("sw-si (default), ml-si (shipped ML model), MODEL_DIR (from jc
 #: Values of ``type`` in a potential table (see :func:`potential_from_table`).
 TABLE_TYPES = ("buckingham", "lennard-jones", "stillinger-weber", "eam", "ml")
 
+
 def load_potential(spec, *, base: str | os.PathLike | None = None):
     """A potential from a short name, a potential file or a potential table (host side).
 
@@ -317,8 +318,9 @@ def load_potential(spec, *, base: str | os.PathLike | None = None):
         ``jcsp train``; a path ending in ``.toml`` holding a potential table; or the
         table itself, a mapping such as the ``[potential]`` table of a ``jcsp search``
         config (see :func:`potential_from_table`).
-      base: folder that relative file names inside a table are relative to (default:
-        the current directory; for a ``.toml`` file, the file's folder).
+      base: folder that relative paths (of files, model directories, and files named in
+        a table) are relative to; default: the current directory, and for the files
+        named in a ``.toml`` file, that file's folder.
 
     Returns:
       A :class:`jcsp.potentials.Potential`.
