@@ -4,11 +4,18 @@ Forces are ``-dE/dr``. Stress is ``(1/V) dE/d(strain)`` at zero strain, with the
 applied to positions and cell together (``r -> r (I + e)``, ``cell -> cell (I + e)``) and
 symmetrised, which is ASE's sign convention (positive = tensile), in eV/Å³. No potential
 writes its own forces.
+
+:func:`strain_derivatives` is the core: one ``value_and_grad`` over positions and one
+strain per cell, for atoms that belong to one structure (:func:`evaluate_with`) or to
+several structures packed on one atom axis (the training batches of
+:mod:`jcsp.ml.batch_eval`). Callers supply only how per-atom energies follow from the
+deformed positions and cells.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +27,69 @@ from .potentials.base import Potential
 from .structures.population import Population
 
 Array = jax.Array
+
+
+class StrainDerivatives(NamedTuple):
+    """What :func:`strain_derivatives` returns, for A atoms on S cells.
+
+    Attributes:
+      energies: [A] per-atom energies, eV (0 on padded atoms).
+      energy: [S] total energy of each cell's atoms, eV.
+      forces: [A, 3] ``-dE/dr``, eV/Å.
+      stress: [S, 3, 3] ``(1/V) dE/d(strain)``, eV/Å³, ASE sign (zeros when not periodic).
+    """
+
+    energies: Array
+    energy: Array
+    forces: Array
+    stress: Array
+
+
+def strain_derivatives(atom_energies: Callable[[Array, Array], Array], positions: Array,
+                       cells: Array, mask: Array, structure: Array | None = None, *,
+                       periodic: bool = True) -> StrainDerivatives:
+    """Energies, forces and stresses by one ``value_and_grad`` over positions and strains.
+
+    Each cell ``s`` gets its own symmetric strain ``e_s``; its atoms move to
+    ``r (I + e_s)`` and its cell to ``cell_s (I + e_s)``, and the stress is the energy's
+    derivative with respect to ``e_s`` at zero over the cell's volume. Safe under jit
+    and vmap.
+
+    Args:
+      atom_energies: ``(positions [A, 3], cells [S, 3, 3]) -> [A]`` per-atom energies in
+        eV of the deformed atoms (values on padded atoms are ignored).
+      positions: [A, 3] Cartesian positions, Å.
+      cells: [S, 3, 3] rows are lattice vectors, Å.
+      mask: [A] real atoms.
+      structure: [A] int index into ``cells`` of each atom's structure (a packed batch);
+        None when every atom belongs to the one cell (S = 1).
+      periodic: static; false for clusters, whose stress is zero.
+    """
+    dtype = positions.dtype
+    n_cells = cells.shape[0]
+
+    def total(pos, strain):
+        deform = jnp.eye(3, dtype=dtype) + 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
+        if structure is None:
+            pos_d = pos @ deform[0]
+        else:
+            pos_d = jnp.einsum("ai,aij->aj", pos, deform[structure])
+        e = jnp.where(mask, atom_energies(pos_d, cells @ deform), 0.0)
+        if structure is None:
+            energy = jnp.sum(e)[None]
+        else:
+            member = structure[None, :] == jnp.arange(n_cells)[:, None]  # [S, A]
+            energy = member.astype(dtype) @ e
+        return jnp.sum(energy), (e, energy)
+
+    (_, (energies, energy)), (grad_pos, grad_strain) = jax.value_and_grad(
+        total, argnums=(0, 1), has_aux=True)(positions, jnp.zeros((n_cells, 3, 3), dtype))
+    if periodic:
+        stress = grad_strain / jnp.abs(jnp.linalg.det(cells))[:, None, None]
+    else:
+        stress = jnp.zeros((n_cells, 3, 3), dtype)
+    return StrainDerivatives(energies=energies, energy=energy, forces=-grad_pos,
+                             stress=stress)
 
 
 @struct.dataclass
@@ -69,28 +139,18 @@ def evaluate_with(potential: Potential, params, frac, cell, species, mask,
     ignore pairs beyond their own cutoff.
     """
     positions = frac @ cell
-    dtype = positions.dtype
 
-    def total(pos, strain):
-        sym = 0.5 * (strain + strain.T)
-        deform = jnp.eye(3, dtype=dtype) + sym
-        graph = make_graph(pos @ deform, cell @ deform, species, mask, nbrs, pbc)
-        e = jnp.where(mask, potential.energies(params, graph), 0.0)
-        return jnp.sum(e), e
+    def atom_energies(pos, cells):
+        return potential.energies(params, make_graph(pos, cells[0], species, mask, nbrs, pbc))
 
-    (energy, energies), (grad_pos, grad_strain) = jax.value_and_grad(
-        total, argnums=(0, 1), has_aux=True)(positions, jnp.zeros((3, 3), dtype))
+    out = strain_derivatives(atom_energies, positions, cell[None], mask, periodic=any(pbc))
     # Non-finite coordinates drop out of a neighbor list (NaN compares false): make them
     # poison this structure's results instead of silently vanishing.
     finite = jnp.all(jnp.where(mask[:, None], jnp.isfinite(positions), True))
     finite = finite & jnp.all(jnp.isfinite(cell))
-    energy = jnp.where(finite, energy, jnp.nan)
-    forces = jnp.where(mask[:, None] & finite, -grad_pos, jnp.where(finite, 0.0, jnp.nan))
-    if any(pbc):
-        stress = grad_strain / jnp.abs(jnp.linalg.det(cell))
-    else:
-        stress = jnp.zeros((3, 3), dtype)
-    return Results(energy=energy, energies=energies, forces=forces, stress=stress,
+    energy = jnp.where(finite, out.energy[0], jnp.nan)
+    forces = jnp.where(mask[:, None] & finite, out.forces, jnp.where(finite, 0.0, jnp.nan))
+    return Results(energy=energy, energies=out.energies, forces=forces, stress=out.stress[0],
                    overflow=nbrs.overflow, count=nbrs.count)
 
 

@@ -53,12 +53,25 @@ class Graph:
 
 def make_graph(positions, cell, species, mask, nbrs: NeighborList, pbc) -> Graph:
     """Edge vectors from (differentiable) positions and cell and a neighbor list."""
-    vec = positions[nbrs.idx] + jnp.einsum("nka,ab->nkb", nbrs.shift, cell)
-    vec = vec - positions[:, None, :]
-    far = jnp.zeros(3, positions.dtype).at[0].set(FAR)
-    vec = jnp.where(nbrs.mask[..., None], vec, far)
+    offsets = jnp.einsum("nka,ab->nkb", nbrs.shift, cell)
+    vec = edge_vectors(positions, nbrs.idx, offsets, nbrs.mask)
     return Graph(positions=positions, cell=cell, species=species, mask=mask,
                  nbr_idx=nbrs.idx, nbr_vec=vec, nbr_mask=nbrs.mask, pbc=tuple(pbc))
+
+
+def edge_vectors(positions: Array, nbr_idx: Array, offsets: Array, nbr_mask: Array) -> Array:
+    """[N, K, 3] ``r_j + offset - r_i`` on real edges, :data:`FAR` along x on padded ones.
+
+    Args:
+      positions: [N, 3] Cartesian positions, Å.
+      nbr_idx: [N, K] neighbor index j of each edge.
+      offsets: [N, K, 3] Cartesian lattice translation of each edge (its integer shift
+        times the cell of the atom's structure), Å.
+      nbr_mask: [N, K] real edges.
+    """
+    vec = positions[nbr_idx] + offsets - positions[:, None, :]
+    far = jnp.zeros(3, positions.dtype).at[0].set(FAR)
+    return jnp.where(nbr_mask[..., None], vec, far)
 
 
 def safe_norm(vec: Array, mask: Array) -> Array:

@@ -93,3 +93,78 @@ def test_jitted_evaluation_compiles_once_for_new_values():
     run(POT.params, pop)
     run(jax.tree_util.tree_map(lambda x: x * 1.01, POT.params), pop.replace(cell=pop.cell * 1.01))
     assert len(traces) == 1
+
+
+def _packed(structures, atoms_per_batch=32):
+    """Structures packed on one atom axis (a training batch) and their slot order."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from jcsp.ml.batch_eval import to_device
+    from jcsp.ml.data import Packer, labels_of
+    labelled = []
+    for a in structures:
+        a = a.copy()
+        a.calc = SinglePointCalculator(a, energy=0.0, forces=np.zeros((len(a), 3)))
+        labelled.append(a)
+    labels = labels_of(labelled)
+    packer = Packer.for_data([labels], 7.0, atoms_per_batch=atoms_per_batch)
+    order = [1, 0]
+    return to_device(packer.batch(labels, order), jnp.float64), order
+
+
+def test_packed_batches_match_finite_differences_and_single_structures():
+    """Two structures on one atom axis, one strain each: forces and stresses equal
+    central differences of each structure's energy, and the per-structure path."""
+    from ase import Atoms
+
+    from jcsp.ml.batch_eval import predict
+    rng = np.random.default_rng(5)
+    structures = []
+    for n in (4, 6):
+        cell, pos = random_structure(rng, n, 30.0, 2.6)
+        structures.append(Atoms(f"Ar{n}", positions=pos, cell=cell, pbc=True))
+    b, order = _packed(structures)
+    got = jax.device_get(predict(POT, POT.params, b))
+    energy = jax.jit(lambda b: predict(POT, POT.params, b)["energy"])
+    start = {m: int(np.sum([len(structures[k]) for k in order[:order.index(m)]]))
+             for m in range(2)}
+    h = 1e-5
+    for m, atoms in enumerate(structures):
+        slot, first = order.index(m), start[m]
+        forces = got["forces"][first:first + len(atoms)]
+        stress = got["stress"][slot]
+        assert np.abs(forces).max() > 1e-3 and np.abs(stress).max() > 1e-6  # not vacuous
+        # Central differences of this structure's energy, moving one packed atom...
+        for i, k in ((0, 0), (len(atoms) - 1, 2)):
+            e = []
+            for sign in (1, -1):
+                pos = b["positions"].at[first + i, k].add(sign * h)
+                e.append(energy({**b, "positions": pos}))
+            fd = -(e[0] - e[1]) / (2 * h)
+            assert abs(fd[slot] - forces[i, k]) < 1e-7 * max(1.0, abs(forces[i, k]))
+            other = 1 - slot
+            assert abs(e[0][other] - got["energy"][other]) < 1e-12 * abs(got["energy"][other])
+        # ... and straining only its cell and its atoms.
+        volume = abs(np.linalg.det(np.asarray(b["cell"][slot])))
+        mine = np.asarray(b["structure"]) == slot
+        for a_, c_ in ((0, 0), (1, 2)):
+            e = []
+            for sign in (1, -1):
+                eps = np.zeros((3, 3))
+                eps[a_, c_] += sign * h / (1 if a_ == c_ else 2)
+                eps[c_, a_] = eps[a_, c_]
+                deform = np.eye(3) + eps
+                pos = np.where(mine[:, None], np.asarray(b["positions"]) @ deform,
+                               b["positions"])
+                cells = b["cell"].at[slot].set(b["cell"][slot] @ deform)
+                e.append(energy({**b, "positions": jnp.asarray(pos), "cell": cells}))
+            fd = (e[0] - e[1])[slot] / (2 * h) / volume
+            assert abs(fd - stress[a_, c_]) < 1e-6 * np.abs(stress).max()
+        # The per-structure path gives the same numbers.
+        pop = jcsp.structures.convert.from_atoms([atoms])
+        spec = nl.spec_for(7.0, pop.frac, pop.cell, pop.mask, pop.pbc)
+        single = evaluate(POT, POT.params, pop.frac[0], pop.cell[0], pop.species[0],
+                          pop.mask[0], spec, pop.pbc)
+        np.testing.assert_allclose(got["energy"][slot], single.energy, rtol=1e-13)
+        np.testing.assert_allclose(forces, single.forces, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(stress, single.stress, rtol=0, atol=1e-14)

@@ -1,9 +1,9 @@
 """Energies, forces and stresses of a packed batch of structures (training and scoring).
 
 The structures of a :class:`jcsp.ml.data.Batch` share one atom axis; each has its own
-cell and its own symmetric strain, so one ``value_and_grad`` gives every structure's
-forces (``-dE/dr``) and stress (``(1/V) dE/d strain``, ASE sign), exactly as
-:mod:`jcsp.derivatives` does for one structure. Committees map this over a leading
+cell. This module builds the packed graph and the loss; forces and stresses come from
+:func:`jcsp.derivatives.strain_derivatives` with one strain per structure, the same
+engine that serves single structures. Committees map :func:`predict` over a leading
 member axis of the parameters.
 """
 
@@ -13,16 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..graph import FAR, Graph
+from ..derivatives import strain_derivatives
+from ..graph import Graph, edge_vectors
 from ..potentials.base import Potential
+from ..units import ev_per_a3_to_gpa
 
 
 def to_device(batch, dtype) -> dict:
-    """A :class:`~jcsp.ml.data.Batch` as a dict of device arrays (floats in ``dtype``).
-
-    The fields are cast in numpy and moved in one ``device_put``: a jnp operation per
-    field cost as much as the training step itself on a CPU.
-    """
+    """A :class:`~jcsp.ml.data.Batch` as a dict of device arrays (floats in ``dtype``),
+    cast on the host and moved in one ``device_put``."""
     return jax.device_put(to_host(batch, dtype))
 
 
@@ -35,35 +34,17 @@ def to_host(batch, dtype) -> dict:
 
 def predict(potential: Potential, params, b: dict) -> dict:
     """Per-structure energies [S], forces [A, 3] and stresses [S, 3, 3] of a batch."""
-    dtype = b["positions"].dtype
-    n_slots = b["cell"].shape[0]
-    onehot = (b["structure"][None, :] == jnp.arange(n_slots)[:, None]).astype(dtype)  # [S, A]
-    far = jnp.zeros(3, dtype).at[0].set(FAR)
+    def atom_energies(positions, cells):
+        offsets = jnp.einsum("akj,ajl->akl", b["nbr_shift"], cells[b["structure"]])
+        graph = Graph(positions=positions, cell=cells, species=b["species"], mask=b["mask"],
+                      nbr_idx=b["nbr_idx"],
+                      nbr_vec=edge_vectors(positions, b["nbr_idx"], offsets, b["nbr_mask"]),
+                      nbr_mask=b["nbr_mask"])
+        return potential.energies(params, graph)
 
-    def total(pos, strain):
-        deform = jnp.eye(3, dtype=dtype) + 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
-        per_atom = deform[b["structure"]]
-        pos_d = jnp.einsum("ai,aij->aj", pos, per_atom)
-        cell_d = jnp.einsum("sij,sjk->sik", b["cell"], deform)
-        vec = (pos_d[b["nbr_idx"]] - pos_d[:, None, :]
-               + jnp.einsum("akj,ajl->akl", b["nbr_shift"], cell_d[b["structure"]]))
-        vec = jnp.where(b["nbr_mask"][..., None], vec, far)
-        graph = Graph(positions=pos_d, cell=cell_d, species=b["species"], mask=b["mask"],
-                      nbr_idx=b["nbr_idx"], nbr_vec=vec, nbr_mask=b["nbr_mask"])
-        e = jnp.where(b["mask"], potential.energies(params, graph), 0.0)
-        energy = onehot @ e
-        return jnp.sum(energy), energy
-
-    zero = jnp.zeros((n_slots, 3, 3), dtype)
-    (_, energy), (g_pos, g_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
-        b["positions"], zero)
-    volume = jnp.abs(jnp.linalg.det(b["cell"]))
-    stress = g_strain / volume[:, None, None]
-    return {"energy": energy, "forces": -g_pos, "stress": stress}
-
-
-#: eV/Å³ -> GPa, for the stress term of the loss.
-GPA = 160.21766208
+    out = strain_derivatives(atom_energies, b["positions"], b["cell"], b["mask"],
+                             b["structure"])
+    return {"energy": out.energy, "forces": out.forces, "stress": out.stress}
 
 
 def errors(pred: dict, b: dict) -> dict:
@@ -72,7 +53,7 @@ def errors(pred: dict, b: dict) -> dict:
     return {"energy": jnp.where(b["slot_mask"], (pred["energy"] - b["energy"]) / n, 0.0),
             "forces": jnp.where(b["mask"][:, None], pred["forces"] - b["forces"], 0.0),
             "stress": jnp.where(b["has_stress"][:, None, None],
-                                GPA * (pred["stress"] - b["stress"]), 0.0)}
+                                ev_per_a3_to_gpa(pred["stress"] - b["stress"]), 0.0)}
 
 
 def loss_terms(err: dict, b: dict) -> dict:

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..potentials.base import Potential
-from .batch_eval import GPA, predict, to_device
+from ..units import ev_per_a3_to_gpa
+from .batch_eval import predict, to_device
 from .data import Labels, Packer, labels_of
 from .potential import Committee
 
@@ -94,7 +95,7 @@ def metrics(pred: Predictions) -> dict:
            "energy_mae": float(np.mean(np.abs(de))), "energy_rmse": float(np.sqrt(np.mean(de ** 2))),
            "forces_mae": float(np.mean(np.abs(df))), "forces_rmse": float(np.sqrt(np.mean(df ** 2)))}
     if lab.has_stress.any():
-        ds = GPA * (pred.stress - lab.stress)[lab.has_stress].ravel()
+        ds = ev_per_a3_to_gpa(pred.stress - lab.stress)[lab.has_stress].ravel()
         out["stress_mae"] = float(np.mean(np.abs(ds)))
         out["stress_rmse"] = float(np.sqrt(np.mean(ds ** 2)))
     if pred.energy_std is not None:
@@ -162,8 +163,9 @@ def parity_plots(pred: Predictions, path: str, *, title: str = "") -> str:
               ("force component (eV/Å)", np.concatenate([f.ravel() for f in lab.forces]),
                np.concatenate([f.ravel() for f in pred.forces]))]
     if lab.has_stress.any():
-        panels.append(("stress component (GPa)", GPA * lab.stress[lab.has_stress].ravel(),
-                       GPA * pred.stress[lab.has_stress].ravel()))
+        stressed = lab.has_stress
+        panels.append(("stress component (GPa)", ev_per_a3_to_gpa(lab.stress[stressed]).ravel(),
+                       ev_per_a3_to_gpa(pred.stress[stressed]).ravel()))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0))
     for ax, (name, ref, got) in zip(np.atleast_1d(axes), panels):
         lo, hi = float(min(ref.min(), got.min())), float(max(ref.max(), got.max()))
