@@ -5,15 +5,12 @@ Structures are read and written through ASE (CIF, POSCAR/CONTCAR/VASP, extxyz/xy
 named, instead of deep inside a compiled function. Potentials are loaded from a short
 name, a LAMMPS potential file, a trained model directory or a TOML potential table
 (:func:`load_potential`, :func:`potential_from_table`). Every problem with user input
-raises :class:`InputError`, a ``ValueError``. ``spacegroup`` is
-:func:`jcsp.structures.symmetry.spacegroup`, re-exported for scripts that read and
-label structures in one place.
+raises :class:`InputError`, a ``ValueError``. Space groups are
+:func:`jcsp.structures.spacegroup`.
 
 Example:
-  >>> from jcsp.io import read_structures, spacegroup, load_potential
+  >>> from jcsp.io import read_structures, load_potential
   >>> structures = read_structures(["Si.cif", "POSCAR"])
-  >>> spacegroup(structures[0])
-  'Fd-3m (227)'
   >>> potential = load_potential("sw-si")
 """
 
@@ -30,7 +27,6 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from .structures.convert import StructureError, check_structure
-from .structures.symmetry import spacegroup  # re-exported: jcsp.io.spacegroup
 
 #: Folder of the data shipped with jcsp.
 DATA_DIR = Path(__file__).resolve().parent / "data"
