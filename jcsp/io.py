@@ -655,35 +655,19 @@ def _from_file(path, kind: str, *, species=None):
 
 
 def _lennard_jones(options: str):
-    from .potentials.lennard_jones import LennardJones
-
-    values: dict = {"epsilon": 1.0, "sigma": 1.0, "truncation": "shift"}
-    cutoff_given = False
+    """``lj:epsilon=E,sigma=S,cutoff=RC,truncation=T`` -> the same as a table."""
+    table: dict = {"type": "lennard-jones"}
     for item in filter(None, (s.strip() for s in options.split(","))):
         key, sep, value = (s.strip() for s in item.partition("="))
         key = key.lower()
         if not sep or key not in ("epsilon", "sigma", "cutoff", "truncation"):
             raise InputError(f"bad Lennard-Jones option {item!r}: write "
                              "lj:epsilon=E,sigma=S,cutoff=RC,truncation=shift|plain|smooth")
-        if key == "truncation":
-            values[key] = value.lower()
-        elif key == "cutoff" and value.lower() == "none":
-            values[key], cutoff_given = None, True
-        else:
-            try:
-                number = float(value)
-            except ValueError:
-                raise InputError(f"Lennard-Jones {key} must be a number, not {value!r}") \
-                    from None
-            if not (math.isfinite(number) and number > 0):
-                raise InputError(f"Lennard-Jones {key} must be positive and finite, "
-                                 f"not {value!r}")
-            values[key] = number
-            cutoff_given |= key == "cutoff"
-    if not cutoff_given:
-        values["cutoff"] = 3.0 * values["sigma"]
-    try:
-        return LennardJones(values["epsilon"], values["sigma"], values["cutoff"],
-                            truncation=values["truncation"])
-    except ValueError as err:
-        raise InputError(f"Lennard-Jones: {err}") from None
+        if key == "truncation" or (key == "cutoff" and value.lower() == "none"):
+            table[key] = value.lower()
+            continue
+        try:
+            table[key] = float(value)
+        except ValueError:
+            raise InputError(f"Lennard-Jones {key} must be a number, not {value!r}") from None
+    return potential_from_table(table, where="Lennard-Jones")

@@ -241,9 +241,10 @@ def test_load_lennard_jones():
     ("morse", r"unknown potential 'morse'; choose one of: sw-si.*\.sw.*\.eam.*lj.*\.toml"),
     ("lj:eps=1", r"bad Lennard-Jones option 'eps=1'"),
     ("lj:sigma=abc", r"sigma must be a number"),
-    ("lj:cutoff=-2", r"cutoff must be positive"),
-    ("lj:epsilon=inf", r"epsilon must be positive and finite"),
-    ("lj:truncation=cubic", r"truncation must be"),
+    ("lj:cutoff=-2", r"Lennard-Jones: cutoff must be > 0, not -2.0"),
+    ("lj:epsilon=inf", r"Lennard-Jones: epsilon must be a finite number, not inf"),
+    ("lj:sigma=0", r"Lennard-Jones: sigma must be > 0"),
+    ("lj:truncation=cubic", r"Lennard-Jones: truncation must be"),
     ("nowhere/Si.sw", r"nowhere/Si\.sw: potential file not found"),
     ("nowhere/Cu.eam.alloy", r"potential file not found"),
 ])
