@@ -188,6 +188,16 @@ def _round_up(x: int, multiple: int) -> int:
     return int(math.ceil(max(x, 1) / multiple) * multiple)
 
 
+def count_neighbors(cutoff: float, images, frac, cell, mask, pbc) -> int:
+    """The largest number of neighbors within ``cutoff`` of any atom of a batch
+    ([B, N, 3], [B, 3, 3], [B, N]), searching ``images`` (host side)."""
+    frac = jnp.asarray(frac)
+    shifts = jnp.asarray(NeighborSpec(cutoff, 1, tuple(images)).shifts, frac.dtype)
+    counts = _count_impl(frac, jnp.asarray(cell, frac.dtype), jnp.asarray(mask), shifts,
+                         cutoff, jnp.asarray(pbc, bool))
+    return int(np.max(np.asarray(counts))) if counts.size else 1
+
+
 def spec_for(cutoff: float | None, frac, cell, mask, pbc, *, margin: float = 1.2,
              cell_margin: float = 1.1) -> NeighborSpec:
     """Choose a spec that fits a batch now, with room to move (host side).
@@ -205,11 +215,9 @@ def spec_for(cutoff: float | None, frac, cell, mask, pbc, *, margin: float = 1.2
     if cutoff is None:
         return NeighborSpec(None, max(n - 1, 1), (0, 0, 0))
     images = required_images(cell, cutoff * cell_margin, pbc).reshape(-1, 3).max(axis=0)
-    probe = NeighborSpec(cutoff, 1, tuple(int(x) for x in images))
-    counts = _batched_count(probe, jnp.asarray(frac), jnp.asarray(cell), jnp.asarray(mask),
-                            tuple(pbc))
-    biggest = int(np.max(np.asarray(counts))) if counts.size else 1
-    return dataclasses.replace(probe, capacity=_round_up(int(biggest * margin) + 1, 4))
+    images = tuple(int(x) for x in images)
+    biggest = count_neighbors(cutoff, images, frac, cell, mask, tuple(pbc))
+    return NeighborSpec(cutoff, _round_up(int(biggest * margin) + 1, 4), images)
 
 
 def grow(spec: NeighborSpec, count: int, cell, pbc, *, margin: float = 1.2) -> NeighborSpec:
@@ -227,8 +235,3 @@ def _count_impl(frac, cell, mask, shifts, cutoff, pbc_arr):
         return jnp.max(jnp.sum(valid, axis=(1, 2)))
 
     return jax.vmap(one)(frac, cell, mask)
-
-
-def _batched_count(spec, frac, cell, mask, pbc):
-    shifts = jnp.asarray(spec.shifts, frac.dtype)
-    return _count_impl(frac, cell, mask, shifts, spec.cutoff, jnp.asarray(pbc, bool))

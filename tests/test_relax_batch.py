@@ -47,10 +47,9 @@ POPULATIONS = [[_crystal(100 * k + j) for j in range(3)] for k in range(1, 4)]
 # relax's cross-call spec cache), so all default-path calls share one compiled segment.
 _ALL = GOOD + [KRYPTON, EXPLODING, TENSION] + sum(POPULATIONS, [])
 _POP = from_atoms(_ALL, n_max=4)
-_LIST_CUTOFF = driver._list_cutoff(POT)
-SPEC = driver._static_for(POT, (True, True, True), 4, _LIST_CUTOFF).fit_lists(
-    POT.cutoff, _LIST_CUTOFF, np.asarray(_POP.frac), np.asarray(_POP.cell),
-    np.asarray(_POP.mask), (True, True, True), B).skin
+_CAPACITY = driver._capacity_for(POT, (True, True, True), 4, driver._skin(POT))
+_CAPACITY.fit(np.asarray(_POP.frac), np.asarray(_POP.cell), np.asarray(_POP.mask), chunk=B)
+SPEC = _CAPACITY.spec
 
 
 def _same(a, b):
@@ -189,25 +188,25 @@ def test_bad_options_raise_clear_errors(kwargs, words):
         jcsp.relax(GOOD[:1], POT, **kwargs)
 
 
-def test_bad_structures_raise_clear_errors():
+def test_bad_structures_raise_clear_errors_when_strict():
     si = GOOD[0].copy()
     si.symbols[0] = "Si"
     with pytest.raises(ValueError, match="contains Si"):
-        jcsp.relax([si], POT)
+        jcsp.relax([si], POT, strict=True)
     overlap = GOOD[0].copy()
     overlap.positions[1] = overlap.positions[0]
     with pytest.raises(ValueError, match="structure 1.*overlap"):
-        jcsp.relax([GOOD[1], overlap], POT)
+        jcsp.relax([GOOD[1], overlap], POT, strict=True)
     flat = GOOD[0].copy()
     flat.cell[2] = flat.cell[0]
     with pytest.raises(ValueError, match="zero volume"):
-        jcsp.relax([flat], POT)
+        jcsp.relax([flat], POT, strict=True)
     broken = GOOD[0].copy()
     broken.positions[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        jcsp.relax([broken], POT)
+        jcsp.relax([broken], POT, strict=True)
     with pytest.raises(ValueError, match="no cutoff"):
-        jcsp.relax([GOOD[0]], LennardJones(cutoff=None))
+        jcsp.relax([GOOD[0]], LennardJones(cutoff=None), strict=True)
     with pytest.raises(ValueError, match="list of ase.Atoms"):
         jcsp.relax(GOOD[0], POT)
     with pytest.raises(ValueError, match="no structures"):

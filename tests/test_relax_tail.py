@@ -20,9 +20,9 @@ def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
     widths = []
     kernel = driver._kernel
 
-    def spy(potential, static, lists, batch, *args):
+    def spy(potential, capacity, batch, *args):
         widths.append(batch)
-        return kernel(potential, static, lists, batch, *args)
+        return kernel(potential, capacity, batch, *args)
 
     monkeypatch.setattr(driver, "_kernel", spy)
     packed = jcsp.relax(structures, POT, **opts)

@@ -13,8 +13,8 @@ Structures are bucketed by atom count (:func:`jcsp.structures.bucket_indices`); 
 bucket runs in batches of ``B`` fixed slots. Between segments the host harvests finished
 slots and refills them from the queue, so populations larger than a batch stream through
 with no recompilation. Pressures, ``fmax``, ``smax`` and step limits are arrays: changing
-them never recompiles. Compiled functions are cached per (potential object, its static
-sizing, neighbor spec, B, N, optimizer config, cell mode, pbc, dtype).
+them never recompiles. Compiled functions are cached per (potential object, its
+:class:`jcsp.capacity.Capacity` key, B, N, optimizer config, cell mode, pbc, dtype).
 
 Neighbor lists are Verlet lists with a skin (:func:`jcsp.neighbors.needs_rebuild`): each
 slot keeps its list and rebuilds it only when its own atoms or cell moved too far, in
@@ -26,14 +26,16 @@ full precision of the dtype (``default_matmul_precision("highest")``): the TF32 
 GPUs would leave float32 forces too noisy to converge.
 
 Overflow is data (STYLE rule 7): a slot whose list overflowed is frozen *before* that
-evaluation is used, the segment stops at the end of that iteration, and the host grows
-the spec (:func:`jcsp.neighbors.grow`), rebuilds the lists and carries on from the
-returned state, so every structure follows the trajectory it would have with ample
-capacity; only the order of a few floating-point sums changes with the capacity
-(differences of order 1e-16 relative). Likewise, potentials with static shapes sized per
-cell (:meth:`jcsp.potentials.Potential.for_cells`, e.g. an Ewald k box) are sized per
-bucket, and a structure whose energy turns non-finite because its cell outgrew that size
-is resized and resumed rather than failed. Bit-for-bit identity holds for the same batch
+evaluation is used, the segment stops at the end of that iteration, and the host asks
+the bucket's :class:`~jcsp.capacity.Capacity` to grow, rebuilds the lists and carries
+on from the returned state, so every structure follows the trajectory it would have
+with ample capacity; only the order of a few floating-point sums changes with the
+capacity (differences of order 1e-16 relative). Likewise, potentials with static shapes
+sized per cell (:meth:`jcsp.potentials.Potential.for_cells`, e.g. an Ewald k box) are
+sized by the same object, and a structure whose energy turns non-finite because its
+cell outgrew that size is resized and resumed rather than failed. One capacity per
+(potential, periodicity, bucket, skin) lives across calls and only grows, so later calls
+reuse the compiled code of earlier ones. Bit-for-bit identity holds for the same batch
 shape and static sizes: a failed slot never changes another slot's numbers.
 
 Invalid inputs (:func:`screen`) are set aside before bucketing and come back flagged,
@@ -59,6 +61,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm import tqdm
 
 from .. import neighbors as nl
+from ..capacity import Capacity, ListSpec
 from ..potentials.base import Potential
 from ..structures.convert import MIN_DISTANCE, StructureError, check_structure, from_atoms
 from ..structures.population import bucket_indices
@@ -70,7 +73,7 @@ Array = jax.Array
 
 
 from .kernel import (MAX_FORCE, MAX_VOLUME_RATIO, MIN_VOLUME_PER_ATOM, REASONS,  # noqa: F401
-                     TRACE_COUNTS, Kernel, ListSpec, Slots, _build_kernel)
+                     TRACE_COUNTS, Kernel, Slots, _build_kernel)
 
 #: Atoms per batch the automatic batch size aims for.
 TARGET_ATOMS = 4096
@@ -98,9 +101,7 @@ FAILURE_KEYS = ("failure_reason", "error", "invalid")
 
 # --- caches keyed by the potential object (weakly: a dead potential frees its entries) ---
 _KERNELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_STATIC: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-#: Cells kept per bucket to size potentials with per-cell static shapes across calls.
-_ARCHIVE = 64
+_CAPACITIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _cache(table, potential) -> dict:
@@ -110,109 +111,28 @@ def _cache(table, potential) -> dict:
         return {}
 
 
-def _signature(sized, potential):
-    """Hashable summary of the static configuration :meth:`Potential.for_cells` chose."""
-    if sized is potential:
-        return None
-    items = []
-    for key, value in sorted(vars(sized).items()):
-        try:
-            hash(value)
-        except TypeError:
-            continue
-        items.append((key, value))
-    return (type(sized).__name__, tuple(items))
-
-
-class _Static:
-    """Host-side static sizes of one bucket: neighbor spec and sized potential, grown
-    (never shrunk) across calls so that repeated calls share compiled code."""
-
-    def __init__(self):
-        self.lists = None
-        self.sized = None
-        self.signature = None
-        self.archive = np.zeros((0, 3, 3))
-
-    def fit_lists(self, cutoff, list_cutoff, frac, cell, mask, pbc, batch) -> ListSpec:
-        """List shapes that fit these structures (and every earlier call's)."""
-        trim = cutoff is not None and list_cutoff > cutoff
-        for start in range(0, len(frac), batch):  # fixed chunk shape: one count compile
-            stop = min(start + batch, len(frac))
-            chunk = [np.zeros((batch,) + a.shape[1:], a.dtype) for a in (frac, cell, mask)]
-            for c, a in zip(chunk, (frac, cell, mask)):
-                c[: stop - start] = a[start:stop]
-            chunk[1][stop - start:] = np.eye(3) * 10.0
-            skin = nl.spec_for(list_cutoff, chunk[0], chunk[1], chunk[2], pbc)
-            cap = nl.spec_for(cutoff, chunk[0], chunk[1], chunk[2], pbc).capacity if trim else None
-            need = ListSpec(skin, cap)
-            self.lists = need if self.lists is None else _union(self.lists, need)
-        return self.lists
-
-    def fit_potential(self, potential, cells):
-        """Size ``potential`` for ``cells``; True when its static shapes changed."""
-        cells = np.asarray(cells, float).reshape(-1, 3, 3)
-        sized = potential.for_cells(cells)
-        if sized is potential:
-            changed = self.sized is not potential
-            self.sized, self.signature = potential, None
-            return changed
-        signature = _signature(sized, potential)
-        if self.sized is not None and signature != self.signature:
-            sized = potential.for_cells(np.concatenate([self.archive, cells]))
-            signature = _signature(sized, potential)
-        merged = np.concatenate([self.archive, cells])
-        size = np.linalg.norm(merged, axis=-1).sum(-1)
-        self.archive = merged[np.argsort(-size, kind="stable")[:_ARCHIVE]]
-        if signature == self.signature and self.sized is not None:
-            return False
-        self.sized, self.signature = sized, signature
-        return True
-
-
-def _union(a: ListSpec, b: ListSpec) -> ListSpec:
-    images = tuple(max(x, y) for x, y in zip(a.skin.images, b.skin.images))
-    skin = nl.NeighborSpec(a.skin.cutoff, max(a.skin.capacity, b.skin.capacity), images)
-    cap = None if a.capacity is None else max(a.capacity, b.capacity)
-    return ListSpec(skin, cap)
-
-
-def _grow(lists: ListSpec, slots: Slots, overflow, pbc) -> ListSpec:
-    """Larger list shapes after an overflow in the slots ``overflow`` (host side)."""
-    cells = np.asarray(slots.overflow_cell)[overflow]
-    skin = nl.grow(lists.skin, int(np.asarray(slots.count)[overflow].max()), cells, pbc)
-    cap = lists.capacity
-    if cap is not None:
-        cut = int(np.asarray(slots.count_cut)[overflow].max())
-        cap = max(cap, int(np.ceil((cut * 1.2 + 1) / 4) * 4))
-    grown = ListSpec(skin, cap)
-    if grown == lists:  # never spin: an overflow always buys room
-        grown = ListSpec(nl.NeighborSpec(skin.cutoff, 2 * skin.capacity, skin.images),
-                         None if cap is None else 2 * cap)
-    return grown
-
-
-def _list_cutoff(potential, skin=None):
-    """Cutoff of the Verlet lists: the potential's plus the skin (None for all pairs)."""
+def _skin(potential, skin=None) -> float:
+    """Verlet skin in Å: the given one, or the default fraction of the cutoff."""
     if potential.cutoff is None:
-        return None
-    skin = min(SKIN_FRACTION * potential.cutoff, MAX_SKIN) if skin is None else float(skin)
-    return potential.cutoff + skin
+        return 0.0
+    return min(SKIN_FRACTION * potential.cutoff, MAX_SKIN) if skin is None else float(skin)
 
 
-def _static_for(potential, pbc, n_max, list_cutoff) -> _Static:
-    table = _cache(_STATIC, potential)
-    return table.setdefault((pbc, n_max, list_cutoff), _Static())
+def _capacity_for(potential, pbc, n_max, skin) -> Capacity:
+    """The capacity of one bucket, shared by every call with this potential (so later
+    calls reuse the compiled code of earlier ones)."""
+    table = _cache(_CAPACITIES, potential)
+    return table.setdefault((pbc, n_max, skin), Capacity(potential, pbc, skin=skin))
 
 
-def _kernel(potential, static: _Static, lists, batch, n_max, config, relax_cell, pbc,
+def _kernel(potential, capacity: Capacity, batch, n_max, config, relax_cell, pbc,
             dtype) -> Kernel:
     table = _cache(_KERNELS, potential)
-    key = (static.signature, lists, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
+    key = (capacity.key, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
            np.dtype(dtype).name)
     if key not in table:
-        table[key] = _build_kernel(static.sized, potential.cutoff, lists, config, relax_cell,
-                                   pbc, batch)
+        table[key] = _build_kernel(capacity.sized, potential.cutoff, capacity.lists, config,
+                                   relax_cell, pbc, batch)
     return table[key]
 
 
@@ -473,16 +393,19 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
     frac, cell, species, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.species,
                                                          pop.mask))
     batch = _batch_for(len(index), n_max, batch_size)
-    list_cutoff = _list_cutoff(potential, skin)
-    static = _static_for(potential, pbc, n_max, list_cutoff)
-    shared = spec is None  # the private ``_spec`` hook neither reads nor grows the cache
-    if shared:
-        lists = static.fit_lists(potential.cutoff, list_cutoff, frac, cell, mask, pbc, batch)
-    else:
-        trim = potential.cutoff is not None and spec.cutoff > potential.cutoff
-        lists = ListSpec(spec, spec.capacity if trim else None)
-    static.fit_potential(potential, cell[mask.any(1)] if all(pbc) else np.eye(3)[None])
-    kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc, dtype)
+    if spec is None:
+        capacity = _capacity_for(potential, pbc, n_max, _skin(potential, skin))
+        capacity.fit(frac, cell, mask, chunk=batch)
+    else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
+        capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
+                            else spec.cutoff - potential.cutoff)
+        capacity.lists = ListSpec(spec, spec.capacity if capacity.trimmed else None)
+        capacity.fit_potential(cell[mask.any(1)] if all(pbc) else np.eye(3)[None])
+
+    def compiled():
+        return _kernel(potential, capacity, batch, n_max, config, relax_cell, pbc, dtype)
+
+    kernel = compiled()
     per = {k: np.asarray(v)[index] for k, v in targets.items()}
     queue = collections.deque(range(len(index)))
     holder = np.full(batch, -1)
@@ -517,22 +440,18 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
         slots = kernel.segment(params, slots, steps_per_segment, free_target)
         overflow = np.asarray(slots.overflow)
         if overflow.any():  # grow the lists; a new skin spec means every slot rebuilds
-            grown = _grow(lists, slots, overflow, pbc)
-            if shared:
-                static.lists = grown = _union(static.lists, grown)
-            if grown.skin != lists.skin:
-                slots = _restale(slots, grown.skin, pbc)
-            lists = grown
-            kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc,
-                             dtype)
+            if capacity.grow(int(np.asarray(slots.count)[overflow].max()),
+                             int(np.asarray(slots.count_cut)[overflow].max()),
+                             np.asarray(slots.overflow_cell)[overflow]):
+                slots = _restale(slots, capacity.spec, pbc)
+            kernel = compiled()
             continue
         live = np.asarray(slots.live)
         finished = np.nonzero((holder >= 0) & ~live)[0]
-        if finished.size and static.signature is not None:
-            slots, revived = _resize(slots, finished, static, potential)
+        if finished.size:
+            slots, revived = _resize(slots, finished, capacity)
             if revived.size:
-                kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell,
-                                 pbc, dtype)
+                kernel = compiled()
                 finished = np.setdiff1d(finished, revived)
         if finished.size:
             _harvest(slots, finished, holder, index, structures, frac, cell, pbc, out)
@@ -549,8 +468,7 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
             slots = jax.tree_util.tree_map(lambda x: x[keep], slots)
             holder = holder[keep]
             batch = narrow
-            kernel = _kernel(potential, static, lists, batch, n_max, config, relax_cell, pbc,
-                             dtype)
+            kernel = compiled()
 
 
 def _restale(slots: Slots, spec, pbc) -> Slots:
@@ -565,12 +483,12 @@ def _restale(slots: Slots, spec, pbc) -> Slots:
     return slots.replace(nbrs=nbrs, stale=jnp.ones((b,), bool))
 
 
-def _resize(slots: Slots, finished, static: _Static, potential):
+def _resize(slots: Slots, finished, capacity: Capacity):
     """Slots that failed with non-finite numbers because their cell outgrew the
     potential's static size: resize the potential and revive them (host side)."""
     reason = np.asarray(slots.reason)
     suspects = finished[reason[finished] == 1]
-    if not suspects.size or not static.fit_potential(potential, np.asarray(slots.cell)[suspects]):
+    if not suspects.size or not capacity.refit(np.asarray(slots.cell)[suspects]):
         return slots, suspects[:0]
     live, failed, code = (np.array(x) for x in (slots.live, slots.failed, slots.reason))
     live[suspects], failed[suspects], code[suspects] = True, False, 0

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from .. import neighbors as nl
+from ..capacity import ListSpec
 from ..derivatives import evaluate_with
 from ..potentials.base import Potential
 from . import cell_filter as cf
@@ -84,19 +85,6 @@ class Slots:
     count: Array
     count_cut: Array
     overflow_cell: Array
-
-
-class ListSpec(NamedTuple):
-    """Static neighbor-list shapes of a kernel (hashable).
-
-    Attributes:
-      skin: spec of the stored Verlet lists (cutoff = potential cutoff + skin).
-      capacity: neighbors per atom after trimming to the potential's cutoff each step,
-        or None when nothing is trimmed (no skin, or all pairs).
-    """
-
-    skin: nl.NeighborSpec
-    capacity: int | None
 
 
 def _trim(nbrs: nl.NeighborList, frac, cell, cutoff: float, capacity: int) -> nl.NeighborList:
