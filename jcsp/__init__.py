@@ -14,6 +14,7 @@ import jax
 if os.environ.get("JCSP_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
+from . import compile_cache  # noqa: E402,F401  (persistent compilation cache, see module)
 from . import neighbors, potentials, units  # noqa: E402
 from .calculator import JCSPCalculator  # noqa: E402
 from .derivatives import evaluate, evaluate_population  # noqa: E402

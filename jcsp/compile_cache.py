@@ -1,0 +1,121 @@
+"""JAX's persistent compilation cache, on by default (host side).
+
+Every ``jcsp`` command and every new Python process would otherwise compile its kernels
+(relaxation segments, neighbor lists, energies) afresh; with the cache, a kernel compiled
+once on this machine is read back from disk by later processes. Importing this module
+(which ``import jcsp`` does first) calls :func:`enable`.
+
+Where the cache lives, from the environment at import:
+
+- ``JCSP_NO_CACHE=1`` (or ``true``/``yes``): no persistent cache;
+- ``JCSP_CACHE_DIR=DIR``: the cache is ``DIR``;
+- otherwise ``$XDG_CACHE_HOME/jcsp/jax``, or ``~/.cache/jcsp/jax`` when ``XDG_CACHE_HOME``
+  is unset.
+
+A cache directory the user already gave JAX (``JAX_COMPILATION_CACHE_DIR`` or
+``jax.config.update("jax_compilation_cache_dir", ...)`` before importing jcsp) is kept.
+When the directory cannot be created or written, jcsp warns once and runs uncached.
+
+Settings: every kernel is cached whatever its compile time or size
+(``jax_persistent_cache_min_compile_time_secs = 0``,
+``jax_persistent_cache_min_entry_size_bytes = -1``), because on a CPU most of jcsp's
+kernels compile in well under JAX's default threshold of 1 s, yet together they take
+tens of seconds.
+
+Sharing: the cache is keyed by a hash of the program, the compile options, the backend
+and the jax/jaxlib versions, so processes of different versions can share a directory.
+JAX's file cache (``jax._src.lru_cache.LRUCache``) writes an entry with a plain
+``write_bytes`` of the zlib-compressed executable and never overwrites an existing
+entry; it is not an atomic rename. When the ``filelock`` package is installed, jcsp gives
+the cache a size limit (:data:`MAX_BYTES`), which makes JAX take an inter-process file
+lock around every read and write (and evict least-recently-used entries): concurrent
+processes are then safe. Without ``filelock`` the cache runs unlocked; a reader that
+catches an entry while another process writes it gets a truncated zlib stream, which
+zlib's checksum rejects, and JAX warns and compiles that kernel itself (its
+``_cache_read`` turns read errors into warnings), so a race costs one recompilation,
+never a wrong kernel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+
+#: Size limit given to JAX's cache when ``filelock`` is available (enables its locking).
+MAX_BYTES = 4 * 1024**3
+
+_TRUE = {"1", "true", "yes", "on"}
+_state: dict = {"enabled": None, "warned": False}
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The cache directory the environment asks for, or None when ``JCSP_NO_CACHE`` is set.
+
+    >>> str(cache_dir({"JCSP_CACHE_DIR": "/scratch/c"}))
+    '/scratch/c'
+    """
+    env = os.environ if environ is None else environ
+    if env.get("JCSP_NO_CACHE", "").strip().lower() in _TRUE:
+        return None
+    if env.get("JCSP_CACHE_DIR"):
+        return Path(env["JCSP_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jcsp" / "jax"
+
+
+def _writable(path: Path) -> OSError | None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        return err
+    return None
+
+
+def enable(environ: Mapping[str, str] | None = None) -> Path | None:
+    """Point JAX's persistent compilation cache at :func:`cache_dir` (host side).
+
+    Returns the directory in use, or None when the cache is off (``JCSP_NO_CACHE``) or
+    its directory is not writable (then a warning says so, once per process). A cache
+    directory already configured in JAX is left as it is and returned.
+    """
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        _state["enabled"] = Path(configured)
+        return _state["enabled"]
+    path = cache_dir(environ)
+    if path is None:
+        _state["enabled"] = None
+        return None
+    err = _writable(path)
+    if err is not None:
+        if not _state["warned"]:
+            warnings.warn(f"jcsp: cannot use the compilation cache {path} ({err}); running "
+                          "without it, so every process compiles its kernels afresh (set "
+                          "JCSP_CACHE_DIR to a writable directory, or JCSP_NO_CACHE=1 to "
+                          "silence this)", RuntimeWarning, stacklevel=2)
+            _state["warned"] = True
+        _state["enabled"] = None
+        return None
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if importlib.util.find_spec("filelock") is not None:
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    _state["enabled"] = path
+    return path
+
+
+def enabled() -> Path | None:
+    """The cache directory :func:`enable` set up in this process (None: uncached)."""
+    return _state["enabled"]
+
+
+enable()

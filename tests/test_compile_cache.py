@@ -1,0 +1,95 @@
+"""JAX's persistent compilation cache as jcsp sets it up: a first process fills
+JCSP_CACHE_DIR, a second one reads its kernels back instead of compiling them,
+JCSP_NO_CACHE leaves the directory untouched, and an unusable directory costs one warning,
+not the run. Each case is a fresh Python process (the cache is set up at import)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jcsp import compile_cache
+
+# A small jitted jcsp call (energy of fcc argon through the ASE calculator) that reports
+# JAX's compilation-cache events: hits (read back) and writes (JAX records a write as a
+# "cache miss").
+SCRIPT = """
+import json
+import jax
+from jax import monitoring
+events = {}
+monitoring.register_event_listener(lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
+import jcsp
+from ase.build import bulk
+atoms = bulk("Ar", "fcc", a=5.26)
+atoms.calc = jcsp.JCSPCalculator(jcsp.potentials.LennardJones(epsilon=0.0104, sigma=3.4, cutoff=6.0))
+energy = atoms.get_potential_energy()
+print("RESULT", json.dumps({
+    "dir": None if jcsp.compile_cache.enabled() is None else str(jcsp.compile_cache.enabled()),
+    "energy": float(energy),
+    "hits": events.get("/jax/compilation_cache/cache_hits", 0),
+    "writes": events.get("/jax/compilation_cache/cache_misses", 0),
+    "requests": events.get("/jax/compilation_cache/compile_requests_use_cache", 0),
+    "min_compile_time": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "min_entry_size": jax.config.jax_persistent_cache_min_entry_size_bytes}))
+"""
+
+
+def _run(tmp_path, **env_vars):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JCSP_NO_CACHE", "JCSP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")  # never the user's own cache
+    env.update(env_vars)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):]), proc.stderr
+
+
+def _entries(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*-cache") if p.is_file()) if path.exists() else []
+
+
+def test_second_process_reads_the_kernels_the_first_one_wrote(tmp_path):
+    cache = tmp_path / "cache"
+    first, _ = _run(tmp_path, JCSP_CACHE_DIR=str(cache))
+    assert first["dir"] == str(cache)
+    # JAX's defaults skip kernels that compile in under 1 s: most of jcsp's CPU kernels
+    assert first["min_compile_time"] == 0.0 and first["min_entry_size"] == -1
+    written = _entries(cache)
+    assert first["writes"] >= 1 and len(written) == first["writes"]
+    assert first["hits"] == 0
+    second, _ = _run(tmp_path, JCSP_CACHE_DIR=str(cache))
+    assert second["writes"] == 0  # nothing compiled anew
+    assert second["hits"] == second["requests"] == first["requests"] >= 1
+    assert _entries(cache) == written
+    assert second["energy"] == first["energy"] != 0.0
+
+
+def test_no_cache_leaves_the_directory_alone(tmp_path):
+    cache = tmp_path / "cache"
+    result, _ = _run(tmp_path, JCSP_CACHE_DIR=str(cache), JCSP_NO_CACHE="1")
+    assert result["dir"] is None
+    assert result["hits"] == result["writes"] == 0
+    assert not cache.exists()
+
+
+def test_unusable_directory_warns_once_and_runs_uncached(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    result, stderr = _run(tmp_path, JCSP_CACHE_DIR=str(blocker / "cache"))
+    assert result["dir"] is None and result["writes"] == 0
+    assert stderr.count("cannot use the compilation cache") == 1
+    assert result["energy"] != 0.0
+
+
+def test_cache_directory_from_the_environment():
+    home = os.path.expanduser("~")
+    assert compile_cache.cache_dir({}) == Path(home) / ".cache" / "jcsp" / "jax"
+    assert compile_cache.cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/jcsp/jax")
+    assert compile_cache.cache_dir({"XDG_CACHE_HOME": "/x", "JCSP_CACHE_DIR": "/c"}) == Path("/c")
+    for off in ("1", "true", "YES"):
+        assert compile_cache.cache_dir({"JCSP_CACHE_DIR": "/c", "JCSP_NO_CACHE": off}) is None
+    assert compile_cache.cache_dir({"JCSP_NO_CACHE": "0"}) == Path(home) / ".cache/jcsp/jax"
