@@ -28,16 +28,19 @@ from .potentials.base import Potential
 
 #: Cells remembered to size potentials with per-cell static shapes across calls.
 ARCHIVE = 64
+#: Headroom of a capacity that had to grow after its first sizing.
+REGROWTH = 1.5
 
 
 def rung(count: int) -> int:
-    """The capacity ladder: ``count`` rounded up to 4, 8, 12, 16, then steps of about a
-    quarter (20, 24, 32, 40, 48, 64, 80, 96, 128, ...)."""
+    """The capacity ladder: ``count`` rounded up to 4, 8, 12, 16, 24, 32, 48, 64, 96,
+    128, ... (powers of two and one and a half times them). Coarse on purpose: a new
+    rung is a new compiled shape, which costs far more than padded neighbors."""
     count = max(int(math.ceil(count)), 1)
     if count <= 16:
         return int(math.ceil(count / 4) * 4)
-    step = 2 ** (int(math.log2(count - 1)) - 2)  # a quarter of the power of two below
-    return int(math.ceil(count / step) * step)
+    power = 2 ** int(math.ceil(math.log2(count)))
+    return 3 * power // 4 if count <= 3 * power // 4 else power
 
 
 class ListSpec(NamedTuple):
@@ -130,9 +133,12 @@ class Capacity:
         when the stored lists' spec changed (lists built with the old one are stale)."""
         old = self.lists
         skin = self._spec(self.list_cutoff, count, cells, old.skin)
+        if skin.capacity > old.skin.capacity:
+            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images)
         capacity = old.capacity
-        if capacity is not None and count_cut is not None:
-            capacity = max(capacity, rung(count_cut * self.margin + 1))
+        if capacity is not None and count_cut is not None and \
+                count_cut * self.margin + 1 > capacity:
+            capacity = rung(REGROWTH * (count_cut * self.margin + 1))
         grown = ListSpec(skin, capacity)
         if grown == old:  # never spin: an overflow always buys room
             grown = ListSpec(nl.NeighborSpec(skin.cutoff, rung(2 * skin.capacity), skin.images),
@@ -183,11 +189,19 @@ class Capacity:
         return spec if old is None else _larger(spec, old)
 
     def _union(self, need: ListSpec) -> None:
-        if self.lists is None:
+        """Hold ``need`` too. A capacity that has to grow once will likely grow again as
+        more structures come: it then grows by an extra rung (:data:`REGROWTH`)."""
+        old = self.lists
+        if old is None:
             self.lists = need
             return
-        cap = None if need.capacity is None else max(need.capacity, self.lists.capacity)
-        self.lists = ListSpec(_larger(need.skin, self.lists.skin), cap)
+        skin = _larger(need.skin, old.skin)
+        if skin.capacity > old.skin.capacity:
+            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images)
+        cap = old.capacity
+        if cap is not None and need.capacity > cap:
+            cap = rung(REGROWTH * need.capacity)
+        self.lists = ListSpec(skin, cap)
 
     def fit_potential(self, cells) -> bool:
         """Size the potential's static shapes for ``cells`` [S, 3, 3] and the earlier
