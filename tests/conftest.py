@@ -1,29 +1,27 @@
-"""Shared test setup: float64 everywhere, and a clean skip where LAMMPS is missing.
+"""Shared test setup: float64 everywhere, and LAMMPS required in CI.
 
-Tests marked ``@pytest.mark.lammps`` compare against Debian's ``lmp`` binary (installed
-by ``.ci/run``); without it they are skipped with the reason, instead of failing.
+Tests marked ``@pytest.mark.lammps`` need Debian's ``lammps`` package: the ``lmp``
+binary as a reference and/or its potential files (``/usr/share/lammps/potentials``).
+``.ci/run`` installs it, so in CI (environment variable ``CI`` set to anything but
+empty, ``0`` or ``false``) a missing LAMMPS makes those tests fail, as a broken
+reference must. Elsewhere they are skipped with the reason.
 """
 
 from __future__ import annotations
 
-import shutil
-
 import jax
 import pytest
 
+import lammps_ref
+
 jax.config.update("jax_enable_x64", True)
-
-#: Path of the LAMMPS binary, or None.
-LMP = shutil.which("lmp") or shutil.which("lmp_serial")
-
-requires_lammps = pytest.mark.skipif(
-    LMP is None, reason="LAMMPS binary 'lmp' not found (apt-get install lammps)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if LMP is not None:
+    missing = lammps_ref.missing()
+    if missing is None or lammps_ref.IN_CI:
         return
-    skip = pytest.mark.skip(reason="LAMMPS binary 'lmp' not found (apt-get install lammps)")
+    skip = pytest.mark.skip(reason=missing)
     for item in items:
         if item.get_closest_marker("lammps") is not None:
             item.add_marker(skip)

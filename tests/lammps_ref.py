@@ -3,7 +3,8 @@
 Host-side test helper. The structure is rotated to LAMMPS's lower-triangular cell, run
 with ``run 0``, and forces and stress are rotated back. Stress is returned in ASE's
 convention (eV/Å³, positive = tensile): ``-pressure / 1.6021765e6`` bar (LAMMPS metal
-units' own conversion factor).
+units' own conversion factor). Tests that call it, or read LAMMPS's potential files,
+carry ``@pytest.mark.lammps`` (see conftest.py: skipped without LAMMPS, except in CI).
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ import tempfile
 import numpy as np
 
 LMP = os.environ.get("JCSP_LMP") or shutil.which("lmp") or shutil.which("lmp_serial")
-POTENTIALS = next((p for p in ("/usr/share/lammps/potentials",) if os.path.isdir(p)), None)
+#: Debian's LAMMPS potential files (EAM, SW, ...), installed with the binary.
+POTENTIALS = "/usr/share/lammps/potentials"
 BAR_PER_EV_A3 = 1.6021765e6
+#: In CI (``.ci/run`` installs LAMMPS) a missing LAMMPS is an error, never a skip.
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing() -> str | None:
+    """Why the LAMMPS reference is unusable here (binary or potential files), or None."""
+    if LMP is None:
+        return "LAMMPS binary 'lmp' not found (apt-get install lammps)"
+    if not os.path.isdir(POTENTIALS):
+        return f"LAMMPS potential files not found in {POTENTIALS} (apt-get install lammps)"
+    return None
 
 
 def lower_triangular(cell):

@@ -15,12 +15,7 @@ from jcsp import neighbors as nl
 from jcsp.potentials.eam import EAM, spline_coefficients
 from jcsp.structures.population import stack
 
-POT = lammps_ref.POTENTIALS or "/usr/share/lammps/potentials"
-needs_files = pytest.mark.skipif(not os.path.isfile(os.path.join(POT, "Cu_u3.eam")),
-                                 reason="LAMMPS potential files not installed "
-                                        "(apt-get install lammps)")
-needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None,
-                                  reason="LAMMPS binary `lmp` not found (apt-get install lammps)")
+POT = lammps_ref.POTENTIALS
 
 
 #: The derivative engine, compiled once per potential and neighbor spec.
@@ -79,8 +74,6 @@ def lammps_lines(files, style, types):
                                  for k, e in enumerate(types)]
 
 
-@needs_files
-@needs_lammps
 @pytest.mark.lammps
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_lammps(case):
@@ -116,7 +109,7 @@ def test_matches_lammps(case):
             assert np.abs(np.asarray(res.forces[b, 0])).max() < 1e-12
 
 
-@needs_files
+@pytest.mark.lammps
 def test_cu_u3_cohesive_energy_and_lattice():
     """Foiles, Baskes & Daw, PRB 33, 7983 (1986): fcc Cu, a = 3.615 Å, E_c = 3.54 eV."""
     pot = EAM.from_lammps(os.path.join(POT, "Cu_u3.eam"))
@@ -132,7 +125,7 @@ def test_cu_u3_cohesive_energy_and_lattice():
     assert abs(p) < 0.5                               # GPa: equilibrium lattice constant
 
 
-@needs_files
+@pytest.mark.lammps
 def test_reading_files():
     cu = EAM.from_lammps(os.path.join(POT, "Cu_u3.eam"))
     assert cu.species == (29,) and cu.cutoff == pytest.approx(4.95)
@@ -179,8 +172,11 @@ def test_bad_files_are_refused(tmp_path):
     bad.write_text("c\nc\nc\n1 Xq\n10 0.1 10 0.1 0.9\n29 63.5 3.6 fcc\n" + "1.0\n" * 40)
     with pytest.raises(ValueError, match="chemical symbols"):
         EAM.from_lammps(bad)
-    if os.path.isfile(os.path.join(POT, "CuNi.eam.alloy")):
-        with pytest.raises(ValueError, match="species"):
-            EAM.from_lammps(os.path.join(POT, "CuNi.eam.alloy"), species=["Fe"])
-        with pytest.raises(ValueError, match="funcfl"):
-            EAM.from_lammps([os.path.join(POT, "CuNi.eam.alloy"), os.path.join(POT, "Cu_u3.eam")])
+
+
+@pytest.mark.lammps
+def test_bad_selections_of_lammps_files_are_refused():
+    with pytest.raises(ValueError, match="species"):
+        EAM.from_lammps(os.path.join(POT, "CuNi.eam.alloy"), species=["Fe"])
+    with pytest.raises(ValueError, match="funcfl"):
+        EAM.from_lammps([os.path.join(POT, "CuNi.eam.alloy"), os.path.join(POT, "Cu_u3.eam")])

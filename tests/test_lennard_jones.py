@@ -9,8 +9,6 @@ from jcsp.potentials import LennardJones
 from jcsp.structures.population import stack
 import lammps_ref
 
-needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None, reason="LAMMPS `lmp` not installed")
-
 CASES = [  # (truncation, LAMMPS lines)
     ("plain", ["pair_style lj/cut {rc}", "pair_coeff 1 1 {e11} {s11}", "pair_coeff 1 2 {e12} {s12}",
                "pair_coeff 2 2 {e22} {s22}"]),
@@ -28,7 +26,6 @@ def _relerr(a, b, floor):
     return np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), floor)
 
 
-@needs_lammps
 @pytest.mark.lammps
 @pytest.mark.parametrize("truncation,lines", CASES)
 def test_two_species_matches_lammps(truncation, lines):
