@@ -25,6 +25,8 @@ import numpy as np
 
 from . import neighbors as nl
 from .potentials.base import Potential
+from .structures import population
+from .structures.population import Population
 
 #: Cells remembered to size potentials with per-cell static shapes across calls.
 ARCHIVE = 64
@@ -109,22 +111,18 @@ class Capacity:
         return (self.signature, self.lists)
 
     # --- sizing ---------------------------------------------------------------------
-    def fit(self, frac, cell, mask, *, chunk: int | None = None) -> bool:
-        """Size lists and potential for these structures [S, N, ...] as well as for every
-        earlier one. Structures are counted in chunks of ``chunk`` (default: all at
-        once) so the counting kernel compiles once per chunk shape. True when a size
+    def fit(self, pop: Population, *, chunk: int | None = None) -> bool:
+        """Size lists and potential for the structures of ``pop`` as well as for every
+        earlier one. Structures are counted in chunks of ``chunk`` slots (default: all
+        at once) so the counting kernel compiles once per chunk shape. True when a size
         changed."""
-        frac, cell, mask = (np.asarray(x) for x in (frac, cell, mask))
-        chunk = len(frac) if chunk is None else chunk
+        chunk = pop.batch_size if chunk is None else chunk
         before = self.key
-        for start in range(0, len(frac), chunk):
-            stop = min(start + chunk, len(frac))
-            part = [np.zeros((chunk,) + a.shape[1:], a.dtype) for a in (frac, cell, mask)]
-            for p, a in zip(part, (frac, cell, mask)):
-                p[: stop - start] = a[start:stop]
-            part[1][stop - start:] = np.eye(3) * 10.0
-            self._union(self._measure(*part))
-        self.fit_potential(cell[mask.any(1)] if all(self.pbc) else np.eye(3)[None])
+        for start in range(0, pop.batch_size, chunk):
+            part = population.take(pop, np.arange(start, min(start + chunk, pop.batch_size)))
+            self._union(self._measure(population.pad_structures(part, chunk)))
+        cells = np.asarray(pop.cell)[np.asarray(pop.mask).any(1)]
+        self.fit_potential(cells if all(self.pbc) else np.eye(3)[None])
         return self.key != before
 
     def grow(self, count: int, count_cut: int | None, cells) -> bool:
@@ -167,7 +165,8 @@ class Capacity:
             self.grow(count, None, over_cells)
 
     # --- internals --------------------------------------------------------------------
-    def _measure(self, frac, cell, mask) -> ListSpec:
+    def _measure(self, pop: Population) -> ListSpec:
+        frac, cell, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.mask))
         skin = self._spec(self.list_cutoff, None, cell, None, frac=frac, mask=mask)
         capacity = None
         if self.trimmed:

@@ -64,7 +64,8 @@ from .. import neighbors as nl
 from ..capacity import Capacity, ListSpec
 from ..potentials.base import Potential
 from ..structures.convert import MIN_DISTANCE, StructureError, check_structure, from_atoms
-from ..structures.population import bucket_indices
+from ..structures import population
+from ..structures.population import bucket_indices, place
 from ..units import EV_PER_A3_IN_GPA, full_to_voigt, gpa_to_ev_per_a3
 from .fire import FireConfig
 from .lbfgs import LBFGSConfig
@@ -390,12 +391,11 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
                   dtype, targets, batch_size, steps_per_segment, skin, spec, out, bar):
     """Stream the structures ``index`` (one shape bucket) through fixed slots."""
     pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=dtype, validate=False)
-    frac, cell, species, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.species,
-                                                         pop.mask))
+    frac, cell, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.mask))
     batch = _batch_for(len(index), n_max, batch_size)
     if spec is None:
         capacity = _capacity_for(potential, pbc, n_max, _skin(potential, skin))
-        capacity.fit(frac, cell, mask, chunk=batch)
+        capacity.fit(pop, chunk=batch)
     else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
         capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
                             else spec.cutoff - potential.cutoff)
@@ -416,16 +416,14 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
         holder[free] = take
         select = np.zeros(batch, bool)
         select[free] = True
-        arrays = [np.zeros((batch,) + a.shape[1:], a.dtype) for a in (frac, cell, species, mask)]
-        arrays[1][:] = np.eye(3) * 10.0
-        for a, src in zip(arrays, (frac, cell, species, mask)):
-            a[free] = src[take]
-        names = ("pressure", "fmax", "smax", "max_steps")
-        extra = [np.zeros(batch, per[k].dtype) for k in names]
-        for a, k in zip(extra, names):
-            a[free] = per[k][take]
-        args = [jnp.asarray(a, dtype) for a in arrays[:2]] + [jnp.asarray(a) for a in arrays[2:]]
-        args += [jnp.asarray(a, dtype) for a in extra[:3]] + [jnp.asarray(extra[3])]
+        incoming = place(population.take(pop, take), free, batch)
+        extra = {}
+        for k in ("pressure", "fmax", "smax", "max_steps"):
+            extra[k] = np.zeros(batch, per[k].dtype)
+            extra[k][free] = per[k][take]
+        args = [incoming.frac, incoming.cell, incoming.species, incoming.mask]
+        args += [jnp.asarray(extra[k], dtype) for k in ("pressure", "fmax", "smax")]
+        args += [jnp.asarray(extra["max_steps"])]
         if slots is None:
             slots = kernel.blank(*args)
         return kernel.refill(slots, jnp.asarray(select), *args)

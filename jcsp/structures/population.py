@@ -138,6 +138,17 @@ def pad_structures(pop: Population, batch_size: int) -> Population:
     return concat([pop, empty_like(pop, extra)])
 
 
+def place(pop: Population, slots, batch_size: int) -> Population:
+    """A population of ``batch_size`` slots holding structure ``k`` of ``pop`` in slot
+    ``slots[k]``; the other slots are empty (as :func:`empty_like`)."""
+    slots = np.asarray(slots, int)
+    if len(slots) != pop.batch_size:
+        raise ValueError(f"{pop.batch_size} structures need {pop.batch_size} slots, "
+                         f"got {len(slots)}")
+    empty = empty_like(pop, batch_size)
+    return jax.tree_util.tree_map(lambda e, v: e.at[slots].set(v), empty, pop)
+
+
 #: N_max ladder used by :func:`bucket_size`: sizes are rounded up to the next rung,
 #: so mixed sizes share a few compiled shapes instead of one per size.
 BUCKETS = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -203,5 +214,5 @@ def unstack(pop: Population) -> list[dict]:
 
 __all__ = [
     "Population", "SCOPE", "take", "where", "concat", "pad_atoms", "pad_structures",
-    "empty_like", "bucket_size", "bucket_indices", "stack", "unstack", "BUCKETS",
+    "empty_like", "place", "bucket_size", "bucket_indices", "stack", "unstack", "BUCKETS",
 ]
