@@ -29,8 +29,6 @@ from jcsp.structures.convert import from_atoms
 from jcsp.units import COULOMB_EV_A
 import lammps_ref
 
-needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None, reason="LAMMPS `lmp` not installed")
-
 # NaCl: Tosi & Fumi, J. Phys. Chem. Solids 25, 31 (1964) Born-Mayer-Huggins parameters in
 # Buckingham form, A = b exp(sigma / rho) (b = 0.2637, 0.21096, 0.158221 eV for Na-Na,
 # Na-Cl, Cl-Cl; sigma = 2.340, 2.755, 3.170 Å), dispersion C from Mayer, J. Chem. Phys. 1,
@@ -139,7 +137,6 @@ def _random_atoms(rng, formula, n_units, thin):
     return Atoms(symbols, positions=pos, cell=cell, pbc=True)
 
 
-@needs_lammps
 @pytest.mark.lammps
 def test_matches_lammps_with_the_same_alpha_and_k_set():
     # alpha = 1.5 /Å puts almost every pair where LAMMPS's erfc polynomial is accurate
@@ -175,7 +172,6 @@ def test_matches_lammps_with_the_same_alpha_and_k_set():
         assert scale_s > 1e-4 and scale_e > 1.0
 
 
-@needs_lammps
 @pytest.mark.lammps
 def test_defaults_match_lammps_at_its_own_tight_accuracy():
     # The public contract: default accuracy and alpha, through the ASE calculator, against

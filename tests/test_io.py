@@ -7,7 +7,6 @@ diamond, rock salt, bcc and hcp; the shipped Si.sw with LAMMPS's own Si.sw throu
 
 from __future__ import annotations
 
-import os
 
 import ase.io
 import numpy as np
@@ -272,9 +271,8 @@ def test_shipped_sw_gives_published_diamond_energy():
     assert np.abs(atoms.get_forces()).max() > 0.1
 
 
+@pytest.mark.lammps  # Debian's potential files
 def test_load_other_sw_and_eam_files():
-    if not os.path.isdir(POT_DIR) and not os.environ.get("CI"):  # CI installs lammps
-        pytest.skip("LAMMPS potential files not installed (apt-get install lammps)")
     assert isinstance(load_potential(f"{POT_DIR}/Si.sw"), StillingerWeber)
     assert isinstance(load_potential(f"{POT_DIR}/Cu_u3.eam"), EAM)
     assert isinstance(load_potential(f"{POT_DIR}/CuNi.eam.alloy"), EAM)

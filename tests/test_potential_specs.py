@@ -8,7 +8,6 @@ ewald``) gives for the same model; a LAMMPS test re-derives that constant.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -37,12 +36,11 @@ MGO_PAIRS = {("Mg", "O"): (1428.5, 0.2945, 0.0), ("O", "O"): (22764.0, 0.1490, 2
 MGO_CHARGES = {"Mg": 2.0, "O": -2.0}
 # Rock-salt lattice constant (Å) and energy per MgO (eV) at zero pressure from LAMMPS
 # (pressure root of buck/coul/long 10.0, kspace_style ewald 1e-10, pair_modify table 0;
-# re-derived by test_lammps_gives_the_documented_lattice_constant). LAMMPS's erfc
+# experiments/results/mgo_worked_example.json; re-derived by
+# test_lammps_gives_the_documented_lattice_constant). LAMMPS's erfc
 # polynomial shifts its energy by ~5e-5 eV per MgO from the exact Ewald sum.
 MGO_A = 4.198475
 MGO_E = -41.310788
-
-needs_lammps = pytest.mark.skipif(lammps_ref.LMP is None, reason="LAMMPS `lmp` not installed")
 
 
 def _mgo_table() -> dict:
@@ -97,7 +95,6 @@ def test_cli_relaxes_the_worked_example_to_the_lammps_lattice_constant(tmp_path,
     assert abs(lengths[0] - 4.30) > 0.1  # it moved from the CIF's starting guess
 
 
-@needs_lammps
 @pytest.mark.lammps
 def test_lammps_gives_the_documented_lattice_constant():
     lines = ["pair_style buck/coul/long 10.0", "pair_coeff 1 1 0.0 1.0 0.0"]
@@ -147,8 +144,10 @@ def test_lennard_jones_sw_and_eam_tables(tmp_path):
                                       'species = ["Si"]\n')
     sw = load_potential(str(tmp_path / "si.toml"))
     assert isinstance(sw, StillingerWeber) and sw.species == (14,)
-    if not POT_DIR.is_dir() and not os.environ.get("CI"):  # CI installs lammps
-        pytest.skip("LAMMPS potential files not installed (apt-get install lammps)")
+
+
+@pytest.mark.lammps  # Debian's potential files
+def test_eam_and_sw_tables_choose_elements_from_lammps_files():
     cuni = potential_from_table({"type": "eam", "file": str(POT_DIR / "CuNi.eam.alloy"),
                                  "species": ["Ni"]})
     assert isinstance(cuni, EAM) and cuni.species == (28,)
