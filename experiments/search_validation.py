@@ -19,6 +19,7 @@ starts have random point-group symmetry (the default of ``jcsp.search``);
 
 Not run in CI (slow). Examples:
   python experiments/search_validation.py --quick          # a few minutes
+  python experiments/search_validation.py --quick --record experiments/results/search_quick.json
   python experiments/search_validation.py --systems LJ13 LJ19 LJ26 LJ31 LJ38 --seeds 5
 """
 
@@ -26,12 +27,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import jcsp
-from jcsp.potentials import EAM, BuckinghamCoulomb, LennardJones, StillingerWeber
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from records import write_record  # noqa: E402
+
+import jcsp  # noqa: E402
+from jcsp.potentials import EAM, BuckinghamCoulomb, LennardJones, StillingerWeber  # noqa: E402
 
 POTENTIALS = Path("/usr/share/lammps/potentials")
 LJ_MINIMA = {13: -44.326801, 19: -72.659782, 26: -108.315616, 31: -133.586422,
@@ -84,6 +90,7 @@ def run(args) -> dict:
     returns {system: {variant: [relaxations to first hit or None per seed]}}."""
     table = systems()
     summary: dict = {}
+    walls = args.walls = {}
     for name in args.systems:
         composition, potential, kwargs, target = table[name]
         kwargs = dict(kwargs)
@@ -113,6 +120,7 @@ def run(args) -> dict:
                           f"{res.best.info['enthalpy'] / len(res.best):.6f} eV/atom, "
                           f"{times[-1]:.0f} s", flush=True)
             summary[name][variant] = hits
+            walls.setdefault(name, {})[variant] = times
             found = [h for h in hits if h is not None]
             median = median_hit(hits)
             if variant == "basin":
@@ -165,6 +173,9 @@ def main() -> None:
     parser.add_argument("--no-symmetry", action="store_true",
                         help="plain random cluster starts (cluster_symmetry=False)")
     parser.add_argument("--verbose", action="store_true", help="a line per seed")
+    parser.add_argument("--record", default=None, metavar="PATH",
+                        help="write the settings, hits per seed, wall times and the "
+                             "markdown table to this JSON record (experiments/records.py)")
     parser.add_argument("--quick", action="store_true",
                         help="a few minutes: LJ13, LJ19 and Si8, 2 seeds, budgets 96/32")
     args = parser.parse_args()
@@ -172,7 +183,15 @@ def main() -> None:
         args.systems, args.seeds, args.budget, args.crystal_budget = (
             ["LJ13", "LJ19", "Si8"], 2, 96, 32)
     summary = run(args)
-    print("\n" + markdown(summary, args.seeds))
+    table = markdown(summary, args.seeds)
+    print("\n" + table)
+    if args.record:
+        write_record(args.record, settings={
+            "systems": args.systems, "algorithms": args.algorithms, "seeds": args.seeds,
+            "cluster_budget": args.budget, "crystal_budget": args.crystal_budget,
+            "population": args.population, "tol_eV_per_atom": args.tol,
+            "cluster_symmetry": not args.no_symmetry, "dtype": "float64"},
+            results={"first_hit": summary, "wall_s": args.walls, "markdown": table})
 
 
 if __name__ == "__main__":
