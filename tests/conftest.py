@@ -9,10 +9,19 @@ reference must. Elsewhere they are skipped with the reason.
 
 from __future__ import annotations
 
-import jax
-import pytest
+import os
 
-import lammps_ref
+# One BLAS thread per test process (CI runs two, one per core). ASE's FrechetCellFilter
+# makes thousands of 3x3 scipy solves per relaxation; with OpenBLAS's default thread pool
+# each costs ~50 us instead of ~10 us, and the ASE-parity tests ran ten times slower.
+# Set before numpy loads OpenBLAS (later settings are ignored).
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+import lammps_ref  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
