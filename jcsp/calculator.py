@@ -2,10 +2,10 @@
 
 Results are ASE's: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom),
 ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt order, periodic structures only). For a
-committee of ML potentials (:class:`jcsp.ml.Committee`) these are the committee means,
-and ``energy_std``, ``energies_std``, ``forces_std``, ``stress_std`` hold the spread
-(standard deviation over the members). The
-compiled function is reused while the neighbor-list spec still fits, so an ASE
+committee (a potential that declares ``committee_size``, e.g. :class:`jcsp.ml.Committee`)
+these are the committee means, and ``energy_std``, ``energies_std``, ``forces_std``,
+``stress_std`` hold the spread (standard deviation over the members). The compiled
+function is reused while the neighbor-list spec still fits, so an ASE
 optimisation compiles once or twice, not every step.
 """
 
@@ -53,14 +53,16 @@ class JCSPCalculator(Calculator):
             def one(params, frac, cell, species, mask):
                 return evaluate(pot, params, frac, cell, species, mask, spec, pbc)
 
-            if hasattr(pot, "member_params"):  # a committee: every member, then mean/std
-                def one(params, frac, cell, species, mask):  # noqa: F811
-                    members = jax.vmap(lambda p: evaluate(pot.member, p, frac, cell, species,
-                                                          mask, spec, pbc))(
+            if pot.committee_size is not None:
+                # Every member's results, stacked on a leading axis (mean and spread below).
+                def members(params, frac, cell, species, mask):
+                    return jax.vmap(lambda p: evaluate(pot.member, p, frac, cell, species,
+                                                       mask, spec, pbc))(
                         pot.member_params(params))
-                    return members
 
-            self._compiled[key] = jax.jit(one)
+                self._compiled[key] = jax.jit(members)
+            else:
+                self._compiled[key] = jax.jit(one)
         return self._compiled[key]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -80,7 +82,7 @@ class JCSPCalculator(Calculator):
                 break
             self._spec = nl.grow(self._spec, int(np.max(res.count)), pop.cell, pop.pbc)
         spread = None
-        if np.ndim(res.energy) == 1:  # committee members on the leading axis
+        if self.potential.committee_size is not None:
             spread = jax.tree.map(lambda x: np.std(np.asarray(x), axis=0), res)
             res = jax.tree.map(lambda x: np.mean(np.asarray(x), axis=0), res)
         energy = float(res.energy)

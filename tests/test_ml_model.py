@@ -226,6 +226,39 @@ def test_committee_mean_and_spread_match_members():
     np.testing.assert_allclose(atoms.calc.results["forces_std"], forces.std(0), atol=1e-10)
 
 
+def test_capabilities_are_declared_on_the_contract(pot):
+    """Classical potentials declare no committee, domain or features, and asking for
+    them fails with a clear error; learned ones declare what they have."""
+    from jcsp.ml.domain import Domain, atom_features, extrapolation_grades
+    from jcsp.potentials import LennardJones
+    lj = LennardJones(0.0104, 3.4, 7.0)
+    atoms = bulk("Ar", "fcc", 5.26)
+    assert (lj.committee_size, lj.member, lj.domain, lj.has_features) == (None, None, None,
+                                                                          False)
+    with pytest.raises(TypeError, match="provides no per-atom features"):
+        lj.features(lj.params, None)
+    with pytest.raises(TypeError, match="single model"):
+        lj.member_params(lj.params)
+    with pytest.raises(TypeError, match="single model"):
+        lj.member_energies(lj.params, None)
+    with pytest.raises(TypeError, match="provides no per-atom features"):
+        atom_features(lj, [atoms])
+    with pytest.raises(ValueError, match="no training domain"):
+        extrapolation_grades(lj, [atoms])
+    assert pot.has_features and pot.committee_size is None and pot.member is None
+    nets = [init_params(pot.config, k, dtype=jnp.float64)
+            for k in jax.random.split(jax.random.PRNGKey(2), 3)]
+    committee = Committee(pot.config, {**pot.params,
+                                       "net": jax.tree.map(lambda *x: jnp.stack(x), *nets)})
+    assert committee.committee_size == 3 and committee.has_features
+    assert isinstance(committee.member, EquivariantPotential)
+    f = pot.config.n_features
+    committee.domain = Domain(np.zeros((3, f)), np.tile(np.eye(f), (3, 1, 1)), np.ones(3))
+    single = committee.astype(jnp.float32)
+    assert single.domain is committee.domain and single.committee_size == 3
+    assert jax.tree.leaves(single.params)[0].dtype == jnp.float32
+
+
 def test_species_outside_the_model_are_refused(pot):
     atoms = bulk("Cu", "fcc", 3.6)
     atoms.calc = jcsp.JCSPCalculator(pot)

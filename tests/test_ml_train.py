@@ -65,7 +65,7 @@ def committee_run(tmp_path_factory):
 def test_training_learns_the_reference(committee_run):
     out, trained, valid_set = committee_run
     pot = jcsp.potentials.load(out)
-    assert isinstance(pot, jcsp.ml.Committee) and pot.size == 2
+    assert isinstance(pot, jcsp.ml.Committee) and pot.committee_size == 2
     after = metrics(predict_structures(pot, valid_set))
     # The same network before training (reference energies and scale as trained).
     untrained = jcsp.ml.Committee(pot.config, {**pot.params, "net": jax.tree.map(

@@ -76,7 +76,7 @@ def _features(potential, params, pop_arrays, spec, pbc):
         nbrs = nl.build(spec, frac, cell, mask, pbc)
         graph = make_graph(frac @ cell, cell, species, mask, nbrs, pbc)
         feats = potential.features(params, graph)
-        return feats if feats.ndim == 3 else feats[None]  # [K, N, F]
+        return feats[None] if potential.committee_size is None else feats  # [K, N, F]
 
     return jax.vmap(one)(frac, cell, species, mask)
 
@@ -92,6 +92,9 @@ def _covering_spec(spec: nl.NeighborSpec | None, pop, cutoff: float) -> nl.Neigh
 
 def _features_with_spec(potential, structures, chunk: int, spec):
     """(features as in :func:`atom_features`, the neighbor spec used)."""
+    if not potential.has_features:
+        raise TypeError(f"{type(potential).__name__} provides no per-atom features to grade; "
+                        "use a learned potential (jcsp.ml.EquivariantPotential or Committee)")
     structures = list(structures)
     if not structures:
         return [], spec
@@ -133,7 +136,7 @@ def fit_domain(potential, structures, *, ridge: float = 1e-6) -> Domain:
 
 
 def _require_domain(potential) -> Domain:
-    domain = getattr(potential, "domain", None)
+    domain = potential.domain
     if domain is None:
         raise ValueError("this potential has no training domain on record; models trained "
                          "by `jcsp train` from this version on carry one")

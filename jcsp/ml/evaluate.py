@@ -20,7 +20,6 @@ from ..potentials.base import Potential
 from ..units import ev_per_a3_to_gpa
 from .batch_eval import predict, to_device
 from .data import Labels, Packer, labels_of
-from .potential import Committee
 
 
 @dataclasses.dataclass
@@ -50,7 +49,7 @@ def predict_structures(potential: Potential, structures: list, *, atoms_per_batc
     labels = labels_of(structures)
     packer = Packer.for_data([labels], potential.cutoff, atoms_per_batch=atoms_per_batch)
     params = jax.tree.map(lambda x: jnp.asarray(x, dtype), potential.params)
-    committee = isinstance(potential, Committee)
+    committee = potential.committee_size is not None
 
     @jax.jit
     def run(params, b):

@@ -9,17 +9,49 @@ the ASE calculator work unchanged.
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 
-from ..graph import Graph
+from ..graph import Graph, safe_norm
 from ..potentials.base import Potential, to_numbers
-from ..graph import safe_norm
 from .model import (ModelConfig, apply_energy, apply_features, cast, core_switch,
                     count_parameters, init_params, zbl_pair)
 
 
-class EquivariantPotential(Potential):
+class _Network(Potential):
+    """What the single network and the committee share: a :class:`ModelConfig`, per-atom
+    features, a training domain, a float type."""
+
+    has_features = True
+
+    def __init__(self, config: ModelConfig, params):
+        self.config = config
+        self.cutoff = float(config.cutoff)
+        self.species = tuple(to_numbers(config.species))
+        self.params = params
+        self.domain = None  # training domain (jcsp.ml.domain.Domain), set by load / train
+
+    def astype(self, dtype) -> "_Network":
+        """The same potential with parameters in ``dtype`` (float32 or float64)."""
+        out = copy.copy(self)
+        out.params = cast(self.params, dtype)
+        return out
+
+    @property
+    def n_parameters(self) -> int:
+        """Trainable parameters (of all members, for a committee)."""
+        net = (self.params or {}).get("net")
+        return 0 if net is None else count_parameters(net)
+
+    def _describe(self) -> str:
+        c = self.config
+        return (f"species={self.species}, cutoff={c.cutoff}, channels={c.channels}, "
+                f"l_max={c.l_max}, layers={c.n_layers}, correlation={c.correlation}")
+
+
+class EquivariantPotential(_Network):
     """E(3)-equivariant message-passing potential (see :mod:`jcsp.ml.model`).
 
     Args:
@@ -31,16 +63,12 @@ class EquivariantPotential(Potential):
     """
 
     def __init__(self, config: ModelConfig, params=None, *, key=None, dtype=jnp.float64):
-        self.config = config
-        self.cutoff = float(config.cutoff)
-        self.species = tuple(to_numbers(config.species))
         if params is None:
             key = jax.random.PRNGKey(0) if key is None else key
             params = {"net": init_params(config, key, dtype=dtype),
-                      "e_ref": jnp.zeros(len(self.species), dtype),
+                      "e_ref": jnp.zeros(len(config.species), dtype),
                       "scale": jnp.ones((), dtype)}
-        self.params = params
-        self.domain = None  # training domain (jcsp.ml.domain.Domain), set by load / train
+        super().__init__(config, params)
 
     def energies(self, params, graph: Graph):
         types = self.type_index(graph.species)
@@ -65,45 +93,29 @@ class EquivariantPotential(Potential):
         pair = zbl_pair(r_safe, graph.species[:, None], z_j) * (1.0 - core_switch(r_safe, inner))
         return 0.5 * jnp.sum(jnp.where(close, pair, 0.0), axis=1)
 
-    def astype(self, dtype) -> "EquivariantPotential":
-        """The same potential with parameters in ``dtype`` (float32 or float64)."""
-        out = EquivariantPotential(self.config, cast(self.params, dtype))
-        out.domain = self.domain
-        return out
-
-    @property
-    def n_parameters(self) -> int:
-        net = (self.params or {}).get("net")
-        return 0 if net is None else count_parameters(net)
-
     def __repr__(self) -> str:
-        c = self.config
-        return (f"EquivariantPotential(species={self.species}, cutoff={c.cutoff}, "
-                f"channels={c.channels}, l_max={c.l_max}, layers={c.n_layers}, "
-                f"correlation={c.correlation}, parameters={self.n_parameters})")
+        return f"EquivariantPotential({self._describe()}, parameters={self.n_parameters})"
 
 
-class Committee(Potential):
+class Committee(_Network):
     """K equivariant potentials of one configuration, evaluated together.
 
     ``params`` is the members' parameters stacked on a leading axis [K, ...] (reference
     energies and scale shared). :meth:`energies` is the committee mean, so a committee
-    drops into relaxations and searches like any potential; :meth:`member_energies` gives
-    every member's per-atom energies in one vmapped call, from which
-    :class:`jcsp.JCSPCalculator` derives the spread of energy, forces and stress.
+    drops into relaxations and searches like any potential; it declares
+    ``committee_size`` and ``member`` (:class:`~jcsp.potentials.Potential`), and
+    :meth:`member_energies` gives every member's per-atom energies in one vmapped call,
+    from which :class:`jcsp.JCSPCalculator` derives the spread of energy, forces and
+    stress.
     """
 
     def __init__(self, config: ModelConfig, params):
+        super().__init__(config, params)
         self.member = EquivariantPotential(config, params={"net": None, "e_ref": None,
                                                            "scale": None})
-        self.config = config
-        self.cutoff = self.member.cutoff
-        self.species = self.member.species
-        self.params = params
-        self.domain = None
 
     @property
-    def size(self) -> int:
+    def committee_size(self) -> int:
         return int(jax.tree.leaves(self.params["net"])[0].shape[0])
 
     def member_params(self, params):
@@ -124,18 +136,7 @@ class Committee(Potential):
     def energies(self, params, graph: Graph):
         return jnp.mean(self.member_energies(params, graph), axis=0)
 
-    def astype(self, dtype) -> "Committee":
-        out = Committee(self.config, cast(self.params, dtype))
-        out.domain = self.domain
-        return out
-
-    @property
-    def n_parameters(self) -> int:
-        return count_parameters(self.params["net"])
-
     def __repr__(self) -> str:
-        c = self.config
-        return (f"Committee(size={self.size}, species={self.species}, cutoff={c.cutoff}, "
-                f"channels={c.channels}, l_max={c.l_max}, layers={c.n_layers}, "
-                f"correlation={c.correlation}, parameters per member="
-                f"{self.n_parameters // max(self.size, 1)})")
+        k = self.committee_size
+        return (f"Committee(size={k}, {self._describe()}, parameters per member="
+                f"{self.n_parameters // max(k, 1)})")

@@ -9,6 +9,9 @@ itself holds only static configuration and is closed over by the compiled functi
 The graph's neighbor list may hold pairs beyond the potential's cutoff (relaxers build
 lists with a Verlet skin and reuse them for many steps): every potential must give
 such pairs exactly zero energy, with finite gradients.
+
+What a potential can do beyond per-atom energies is declared on :class:`Potential`
+(see its docstring); callers read those declarations and never probe for attributes.
 """
 
 from __future__ import annotations
@@ -40,20 +43,64 @@ class Potential(abc.ABC):
     """Base class: subclasses set ``cutoff``, ``species``, ``params`` and define
     :meth:`energies`.
 
+    Every potential provides per-atom energies (:meth:`energies`), from which
+    :mod:`jcsp.derivatives` derives total energies, forces and stress.
+
     Attributes:
       cutoff: interaction range in Å; ``None`` for all pairs (non-periodic clusters only).
       species: atomic numbers the potential covers, in its own type order; ``None`` when
         every species is treated the same (e.g. Lennard-Jones particles).
       params: pytree of arrays.
+
+    Optional capabilities, declared here with the value that means "absent"; a potential
+    that has one overrides the declaration, and every caller reads the declaration:
+
+    - ``committee_size``: ``None`` for one model; ``K`` for a committee of K members.
+      A committee's :meth:`energies` is the members' mean; it also sets ``member``
+      (the potential that evaluates one member; ``None`` otherwise), :meth:`member_params`
+      (the members' parameters stacked on a leading K axis) and
+      :meth:`member_energies`, so that callers can evaluate every member (vmapped) and
+      report the spread of energies, forces and stress.
+    - ``domain``: the training domain (:class:`jcsp.ml.domain.Domain`) of a learned
+      potential, or ``None``. Extrapolation grades
+      (:func:`jcsp.ml.domain.extrapolation_grades`) need one.
+    - ``has_features``: whether :meth:`features` gives per-atom descriptors on which
+      the energy readout is linear (the input of the extrapolation grade and of
+      generative heads).
     """
 
     cutoff: float | None = None
     species: tuple[int, ...] | None = None
     params: object = None
+    committee_size: int | None = None
+    member: "Potential | None" = None
+    domain: object = None
+    has_features: bool = False
 
     @abc.abstractmethod
     def energies(self, params, graph: Graph):
         """[N] per-atom energies in eV; values on padded atoms are ignored."""
+
+    def features(self, params, graph: Graph):
+        """[N, F] per-atom descriptors ([K, N, F] for a committee), when ``has_features``.
+
+        Raises:
+          TypeError: the potential declares none (``has_features`` is false).
+        """
+        raise TypeError(f"{type(self).__name__} provides no per-atom features; use a "
+                        "learned potential (jcsp.ml.EquivariantPotential or Committee)")
+
+    def member_params(self, params):
+        """The members' parameters stacked on a leading K axis (committees only)."""
+        raise TypeError(self._not_a_committee())
+
+    def member_energies(self, params, graph: Graph):
+        """[K, N] per-atom energies of every member (committees only)."""
+        raise TypeError(self._not_a_committee())
+
+    def _not_a_committee(self) -> str:
+        return (f"{type(self).__name__} is a single model (committee_size is None); "
+                "train a committee (jcsp train --committee K) for member-wise results")
 
     def for_cells(self, cells) -> "Potential":
         """A potential whose static shapes fit ``cells`` [..., 3, 3] (host side).
