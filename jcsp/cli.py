@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
+import tomllib
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
 from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures, spacegroup
 from .io import write_structures
+from .io import POTENTIAL_HELP, describe_potential, potential_from_table
+from .search.config import SearchConfig
+from .search.run import ranking_table, search
+from .settings import rule_of
 from .units import EV_PER_A3_IN_GPA
 
 EXIT_INPUT = 2
@@ -310,132 +316,174 @@ def run_info(args) -> int:
 
 
 # --- jcsp search --------------------------------------------------------------------
-#: Settings of ``jcsp search`` (TOML keys; flags use dashes) and their defaults.
-SEARCH_DEFAULTS = {"composition": "Si8", "formula_units": 1, "potential": "sw-si",
-                   "algorithm": "random", "budget": 100, "pressure": 0.0, "seed": 0,
-                   "output": None, "cluster": False, "groups": None, "population": None,
-                   "fmax": 0.01, "max_steps": 2000, "target": None, "options": {},
-                   "point_groups": "all", "max_grade": 3.0}
+#: What ``jcsp search`` runs without arguments (the README's main job).
+SEARCH_DEMO = {"composition": "Si8", "potential": "sw-si"}
+#: How the settings of :class:`~jcsp.search.config.SearchConfig` appear as flags:
+#: (short flag, metavar, help). The keys, defaults and checks are the config's; a field
+#: missing here still gets a ``--long-name`` flag. ``composition`` is the positional
+#: argument and ``options`` the ``[options]`` table of the TOML file.
+SEARCH_FLAGS = {
+    "formula_units": ("-n", "Z", "multiplies the composition"),
+    "algorithm": ("-a", None, "search algorithm"),
+    "budget": ("-b", "N", "number of relaxations"),
+    "pressure": (None, "GPA", "external pressure, GPa"),
+    "seed": ("-s", "SEED", "random seed: the same seed gives the same search"),
+    "cluster": (None, None, "search clusters (no cell)"),
+    "groups": (None, "LIST", "space groups of random crystals, e.g. 227,194,166"),
+    "cluster_symmetry": (None, "LIST", "point groups of random clusters: all, none, or "
+                                       "Schoenflies symbols like Oh,Td,Ih"),
+    "volume": (None, "A3", "target cell volume of random crystals, Å³"),
+    "population": (None, "B", "structures per generation = relaxation batch"),
+    "fmax": (None, "EV_PER_A", "relaxation force criterion, eV/Å"),
+    "max_steps": (None, "N", "relaxation steps per structure"),
+    "target": (None, "EV_PER_ATOM", "stop once the best enthalpy per atom reaches this"),
+    "max_grade": (None, "G", "with an ML potential: set aside relaxed structures whose "
+                             "extrapolation grade (distance from the training data, in "
+                             "units of the farthest training atom) exceeds G"),
+}
+#: Settings of the command line and TOML file beyond the config's fields.
+SEARCH_RUN_KEYS = ("potential", "output")
+#: Older names of settings, still accepted.
+SEARCH_ALIASES = {"point_groups": "cluster_symmetry"}
+
+
+def _search_fields() -> dict:
+    """SearchConfig's fields set on the command line, by name."""
+    return {f.name: f for f in dataclasses.fields(SearchConfig)
+            if f.name not in ("composition", "options")}
+
+
+def _search_default(field) -> str:
+    if field.name == "population":
+        return "min(budget, 16)"
+    if field.name == "cluster_symmetry":
+        return "all"
+    return "none" if field.default is None else f"{field.default:g}" \
+        if isinstance(field.default, float) else str(field.default)
 
 
 def _add_search(sub) -> None:
-    from .search.run import ALGORITHMS
-
-    search = sub.add_parser(
+    cmd = sub.add_parser(
         "search", help="search for the lowest-enthalpy structures of a composition",
         description="Generate, relax (in batches), compare and recombine structures of a "
                     "composition and print the unique ones ranked by enthalpy per atom. "
                     "Settings come from --config (TOML, keys as the long flags with "
-                    "underscores, plus an [options] table for the algorithm), overridden "
-                    "by flags. With no arguments: Si8 with the shipped Stillinger-Weber "
-                    "potential, random search, 100 relaxations. Rerunning with the same "
-                    "--output resumes an interrupted search.")
-    search.add_argument("composition", nargs="?", default=None, metavar="COMPOSITION",
+                    "underscores, plus an [options] table for the algorithm and "
+                    "potential as a spec or a [potential] table), overridden by flags. "
+                    f"With no arguments: {SEARCH_DEMO['composition']} with the shipped "
+                    "Stillinger-Weber potential, random search, "
+                    f"{SearchConfig.__dataclass_fields__['budget'].default} relaxations. "
+                    "Rerunning with the same --output resumes an interrupted search.")
+    cmd.add_argument("composition", nargs="?", default=None, metavar="COMPOSITION",
                         help="e.g. Si8, Na4Cl4, LJ38 (a label like LJ: identical particles)")
-    search.add_argument("-c", "--config", default=None, metavar="TOML",
+    cmd.add_argument("-c", "--config", default=None, metavar="TOML",
                         help="TOML file with the settings")
-    search.add_argument("-n", "--formula-units", type=_positive_int, default=None,
-                        metavar="Z")
-    search.add_argument("-p", "--potential", default=None, metavar="SPEC",
-                        help="sw-si (default), ml-si (shipped ML model), MODEL_DIR (from "
-                             "jcsp train), FILE.sw, FILE.eam[.alloy|.fs], lj or "
-                             "lj:epsilon=E,sigma=S,cutoff=RC|none")
-    search.add_argument("-a", "--algorithm", choices=ALGORITHMS, default=None,
-                        help="default random")
-    search.add_argument("-b", "--budget", type=_positive_int, default=None, metavar="N",
-                        help="number of relaxations (default 100)")
-    search.add_argument("--pressure", type=_finite_float, default=None, metavar="GPA")
-    search.add_argument("-s", "--seed", type=int, default=None)
-    search.add_argument("-o", "--output", default=None, metavar="DIR",
+    cmd.add_argument("-p", "--potential", default=None, metavar="SPEC",
+                        help=POTENTIAL_HELP)
+    cmd.add_argument("-o", "--output", default=None, metavar="DIR",
                         help="run folder: structures.db (resume record), ranking, best "
                              "CIF/POSCAR, plots")
-    search.add_argument("--cluster", action="store_true", default=None,
-                        help="search clusters (no cell)")
-    search.add_argument("--groups", default=None, metavar="LIST",
-                        help="space groups of random crystals, e.g. 227,194,166")
-    search.add_argument("--point-groups", default=None, metavar="LIST",
-                        help="point groups of random clusters: all (default), none, or "
-                             "Schoenflies symbols like Oh,Td,Ih")
-    search.add_argument("--population", type=_positive_int, default=None, metavar="B",
-                        help="structures per generation = relaxation batch (default 16)")
-    search.add_argument("--fmax", type=_positive_float, default=None, metavar="EV_PER_A")
-    search.add_argument("--max-steps", type=_positive_int, default=None, metavar="N")
-    search.add_argument("--target", type=_finite_float, default=None, metavar="EV_PER_ATOM",
-                        help="stop once the best enthalpy per atom reaches this")
-    search.add_argument("--max-grade", type=_positive_float, default=None, metavar="G",
-                        help="with an ML potential: set aside relaxed structures whose "
-                             "extrapolation grade (distance from the training data, in "
-                             "units of the farthest training atom) exceeds G (default 3)")
-    search.add_argument("--show", type=_positive_int, default=10, metavar="N",
+    for name, field in _search_fields().items():
+        short, metavar, text = SEARCH_FLAGS.get(name, (None, None, name.replace("_", " ")))
+        flags = [f"--{name.replace('_', '-')}"] + [
+            f"--{old.replace('_', '-')}" for old, new in SEARCH_ALIASES.items() if new == name]
+        flags = ([short] if short else []) + flags
+        help_text = f"{text} (default {_search_default(field)})"
+        rule = rule_of(field)
+        if rule is not None and rule.kind is bool:
+            cmd.add_argument(*flags, dest=name, action="store_true", default=None,
+                                help=help_text)
+        elif rule is not None and rule.choices is not None:
+            cmd.add_argument(*flags, dest=name, choices=rule.choices, default=None,
+                                help=help_text)
+        else:
+            kind = {int: _whole_number, float: _finite_float}.get(
+                rule.kind if rule is not None else str, str)
+            cmd.add_argument(*flags, dest=name, type=kind, default=None, metavar=metavar,
+                                help=help_text)
+    cmd.add_argument("--show", type=_positive_int, default=10, metavar="N",
                         help="rows of the printed ranking (default 10)")
-    search.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    search.set_defaults(func=run_search)
+    cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cmd.set_defaults(func=run_search)
 
 
-def search_settings(args) -> dict:
-    """Defaults, then the TOML config, then the flags given (host side)."""
-    import tomllib
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
-    settings = dict(SEARCH_DEFAULTS)
+
+def _point_groups(text: str):
+    """``all`` -> True, ``none`` -> False, ``Oh,Td`` -> ["Oh", "Td"]."""
+    text = text.replace(" ", "")
+    if text.lower() in ("all", "none"):
+        return text.lower() == "all"
+    return [g for g in text.split(",") if g]
+
+
+def _space_groups(text: str) -> list[int]:
+    try:
+        return [int(g) for g in text.replace(" ", "").split(",") if g]
+    except ValueError:
+        raise InputError(f"groups must be space-group numbers like 227,194, not "
+                         f"{text!r}") from None
+
+
+def search_settings(args) -> tuple[SearchConfig, object, str | None]:
+    """The search's config, potential (a spec or a table) and output folder: the
+    defaults, then the TOML config, then the flags given (host side)."""
+    settings = dict(SEARCH_DEMO)
     if args.config:
         with open(args.config, "rb") as handle:
             try:
                 loaded = tomllib.load(handle)
             except tomllib.TOMLDecodeError as err:
                 raise InputError(f"{args.config}: not valid TOML: {err}") from None
-        unknown = sorted(set(loaded) - set(SEARCH_DEFAULTS))
+        loaded = {SEARCH_ALIASES.get(k, k): v for k, v in loaded.items()}
+        known = [f.name for f in dataclasses.fields(SearchConfig)] + list(SEARCH_RUN_KEYS)
+        unknown = sorted(set(loaded) - set(known))
         if unknown:
             raise InputError(f"{args.config}: unknown setting(s) {unknown}; known: "
-                             f"{sorted(SEARCH_DEFAULTS)}")
+                             f"{sorted(known)}")
         settings.update(loaded)
-    for key in SEARCH_DEFAULTS:
-        value = getattr(args, key, None)
+    for name in ["composition", *_search_fields(), *SEARCH_RUN_KEYS]:
+        value = getattr(args, name, None)
         if value is not None:
-            settings[key] = value
-    groups = settings["groups"]
-    if isinstance(groups, str):
-        try:
-            settings["groups"] = [int(g) for g in groups.replace(" ", "").split(",") if g]
-        except ValueError:
-            raise InputError(f"groups must be space-group numbers like 227,194, not "
-                             f"{groups!r}") from None
-    pgs = settings["point_groups"]
-    if isinstance(pgs, str):
-        pgs = pgs.replace(" ", "")
-        settings["point_groups"] = (True if pgs.lower() == "all" else False
-                                    if pgs.lower() == "none" else
-                                    [g for g in pgs.split(",") if g])
-    return settings
+            settings[name] = value
+    if isinstance(settings.get("groups"), str):
+        settings["groups"] = _space_groups(settings["groups"])
+    if isinstance(settings.get("cluster_symmetry"), str):
+        settings["cluster_symmetry"] = _point_groups(settings["cluster_symmetry"])
+    potential, output = settings.pop("potential"), settings.pop("output", None)
+    return SearchConfig.from_keywords(**settings), potential, output
 
 
 def run_search(args) -> int:
-    from .search.run import ranking_table, search
-
-    settings = search_settings(args)
-    potential = load_potential(settings["potential"])
-    print(f"jcsp {__version__}: {settings['algorithm']} search for "
-          f"{settings['composition']} x {settings['formula_units']} with "
-          f"{settings['potential']} at {settings['pressure']:g} GPa, budget "
-          f"{settings['budget']} relaxations, seed {settings['seed']}", file=sys.stderr)
-    result = search(settings["composition"], potential, algorithm=settings["algorithm"],
-                    budget=settings["budget"], pressure=settings["pressure"],
-                    seed=settings["seed"], out=settings["output"],
-                    cluster=bool(settings["cluster"]),
-                    formula_units=settings["formula_units"], groups=settings["groups"],
-                    population=settings["population"], fmax=settings["fmax"],
-                    max_steps=settings["max_steps"], target=settings["target"],
-                    options=settings["options"], progress=not args.quiet,
-                    cluster_symmetry=(settings["point_groups"] if settings["cluster"]
-                                      else None),
-                    max_grade=settings["max_grade"])
+    config, spec, output = search_settings(args)
+    if isinstance(spec, dict):
+        where = f"{args.config} [potential]"
+        potential = potential_from_table(spec, base=Path(args.config).parent, where=where)
+    else:
+        base = Path(args.config).parent if args.config and args.potential is None else None
+        potential = load_potential(spec, base=base)
+    print(f"jcsp {__version__}: {config.algorithm} search for "
+          f"{config.composition} x {config.formula_units} with "
+          f"{describe_potential(spec)} at {config.pressure:g} GPa, budget "
+          f"{config.budget} relaxations, seed {config.seed}", file=sys.stderr)
+    result = search(config, potential, out=output, progress=not args.quiet)
     print(ranking_table(result.structures, limit=args.show))
     print(f"{result.n_relaxations} relaxations in {result.n_batches} batches "
           f"(batch occupancy {result.occupancy:.0%}), {len(result.structures)} unique "
           "structures" + (f"; wrote {result.out}" if result.out else ""), file=sys.stderr)
+    failed = result.n_failed - result.n_extrapolated
+    if failed:
+        print(f"jcsp: {failed} relaxation(s) failed; they count against the budget, are "
+              "never ranked and stay in structures.db with their reason", file=sys.stderr)
     if result.n_extrapolated:
         print(f"jcsp: {result.n_extrapolated} relaxed structure(s) set aside as outside the "
               f"potential's training data (extrapolation grade above "
-              f"{settings['max_grade']:g}; they stay in structures.db with their grade; "
+              f"{config.max_grade:g}; they stay in structures.db with their grade; "
               "--max-grade changes the limit)",
               file=sys.stderr)
     return 0

@@ -84,22 +84,34 @@ def test_pressure_ranks_by_enthalpy():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(algorithm="tabu"), "unknown algorithm"),
-    (dict(budget=0), "budget"),
+    (dict(algorithm="tabu"), "algorithm must be one of 'random', 'basin'"),
+    (dict(budget=0), "budget must be an integer >= 1, got 0"),
+    (dict(budget=2.5), "budget must be an integer"),
+    (dict(fmax=-1.0), "fmax must be a finite number > 0"),
+    (dict(pressure=float("nan")), "pressure must be a finite number"),
     (dict(groups=[225]), "no space group"),  # Si7 cannot fill Fm-3m's Wyckoff sets
+    (dict(groups=[300]), "numbered 1 to 230"),
     (dict(options={"nonsense": 1}), "unknown option"),
-    (dict(algorithm="basin", options={"move": "sideways"}), "move must be"),
-    (dict(algorithm="ga", options={"surface": -1.0}), "weights must be"),
+    (dict(nonsense=1), r"unknown search setting\(s\) \['nonsense'\]"),
+    (dict(algorithm="basin", options={"move": "sideways"}), "move must be one of"),
+    (dict(algorithm="ga", options={"surface": -1.0}), "surface must be a finite number >= 0"),
+    (dict(algorithm="ga", options={"heredity": 0, "strain": 0, "permutation": 0,
+                                   "rattle": 0, "surface": 0, "random": 0}),
+     "at least one must be positive"),
+    (dict(algorithm="anneal", options={"t_start": 0.001}), r"t_start must be .*> t_end"),
+    (dict(algorithm="minima", options={"beta3": 1.5}), "beta3 must be"),
+    (dict(algorithm="pso", options={"reseed": 1.0}), "reseed must be"),
+    (dict(algorithm="random", options={"n_shaken": 0}), "n_shaken must be"),
     (dict(cluster_symmetry=["Oh"]), "applies to clusters"),
 ])
 def test_impossible_requests_fail_before_work(kwargs, message, monkeypatch):
-    monkeypatch.setattr(jcsp, "relax", _no_relax)
+    monkeypatch.setattr("jcsp.search.run.relax", _no_relax)
     with pytest.raises(ValueError, match=message):
         jcsp.search("Si7", SW, **{"budget": 4, **kwargs})
 
 
 def test_missing_species_fails_before_work(monkeypatch):
-    monkeypatch.setattr(jcsp, "relax", _no_relax)
+    monkeypatch.setattr("jcsp.search.run.relax", _no_relax)
     with pytest.raises(ValueError, match="O"):
         jcsp.search("SiO2", SW, budget=4)
     with pytest.raises(ValueError, match="cluster"):
@@ -210,7 +222,6 @@ def test_surface_move_relocates_the_worst_bound_atoms():
     """Relocate: the adatom of LJ14 (icosahedron + 1, highest per-atom energy by far)
     is the atom most often moved; it lands touching the cluster at one bond length and
     every other atom keeps its place."""
-    from jcsp.calculator import JCSPCalculator
     from jcsp.search.drivers import operators as ops
     from jcsp.search.generate import random_clusters
     ico = jcsp.relax(random_clusters({"LJ": 13}, 1, seed=0, symmetry=["Ih"]), LJ,
@@ -219,9 +230,7 @@ def test_surface_move_relocates_the_worst_bound_atoms():
     pos = ico.positions - ico.positions.mean(0)
     ad = np.vstack([pos, ops.surface_site(pos, np.array([0.3, 0.2, 1.0]), 1.12)])
     atoms = jcsp.relax([ico.__class__(numbers=[0] * 14, positions=ad)], LJ, fmax=1e-4)[0]
-    probe = atoms.copy()
-    probe.calc = JCSPCalculator(LJ)
-    e = probe.get_potential_energies()
+    e = _lj_atom_energies(atoms.positions)
     assert int(np.argmax(e)) == 13 and e.max() - np.sort(e)[-2] > 1.0  # the adatom
     rng = np.random.default_rng(0)
     moved = []
@@ -243,3 +252,151 @@ def test_surface_move_relocates_the_worst_bound_atoms():
     child = ops.relocate(si, rng, e_si, 1, 2.35)
     assert sorted(child.numbers) == sorted(si.numbers) and child.pbc.all()
     assert ops.min_distance(child) > 1.5
+
+
+# --- the search settings as one config ------------------------------------------------
+def test_search_config_states_each_default_once():
+    """jcsp.search, the CLI and the TOML file all take their settings (names, defaults,
+    checks) from SearchConfig's fields."""
+    import dataclasses
+
+    from jcsp.cli import SEARCH_DEMO, build_parser, search_settings
+    from jcsp.search import SearchConfig
+
+    config, potential, output = search_settings(build_parser().parse_args(["search"]))
+    assert config == SearchConfig(SEARCH_DEMO["composition"])
+    assert (potential, output) == (SEARCH_DEMO["potential"], None)
+    assert config.budget == 100 and config.algorithm == "random"  # not vacuous
+    # every field but the positional composition and the [options] table has a flag
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0]
+             .choices["search"]._actions}
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    assert names - flags == {"options"}
+    # flags set fields and overrule the TOML file; the config checks the values
+    args = build_parser().parse_args(["search", "LJ13", "--cluster", "-b", "12",
+                                      "--point-groups", "Ih,Oh", "--volume", "30"])
+    config, _, _ = search_settings(args)
+    assert config == SearchConfig("LJ13", cluster=True, budget=12,
+                                  cluster_symmetry=("Ih", "Oh"), volume=30.0)
+    assert config.generation_size == 12 and config.point_groups == ("Ih", "Oh")
+
+
+def test_search_config_is_frozen_checked_and_replaceable():
+    import dataclasses
+
+    from jcsp.search import SearchConfig
+
+    config = SearchConfig("LJ13", cluster=True, budget=40, pressure=1, groups=None)
+    assert isinstance(config.pressure, float) and config.generation_size == 16
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.budget = 3
+    assert config.replace(budget=8).generation_size == 8
+    with pytest.raises(ValueError, match="budget must be an integer >= 1"):
+        config.replace(budget=0)
+    assert config.driver_config == jcsp.search.run.DRIVERS["random"][0]()
+    # a whole config is accepted by search (fields changed by keywords)
+    res = jcsp.search(config.replace(budget=4, population=4, cluster_symmetry=False), LJ,
+                      seed=1)
+    assert res.n_relaxations == 4 and res.config.seed == 1
+
+
+# --- failed relaxations ---------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", jcsp.search.ALGORITHMS)
+def test_failed_relaxations_count_are_stored_and_never_ranked(tmp_path, monkeypatch,
+                                                              algorithm):
+    """Every batch of random clusters starts with one whose atoms 0 and 1 are 0.05 apart
+    (an invalid structure): the search goes on, counts it against the budget, stores
+    it as failed with its reason and never ranks it."""
+    from jcsp.search import database, generate
+
+    real = generate.random_clusters
+
+    def with_overlap(counts, n, **kwargs):
+        out = real(counts, n, **kwargs)
+        bad = out[0].copy()
+        bad.positions[1] = bad.positions[0] + [0.05, 0.0, 0.0]
+        out[0] = bad
+        return out
+
+    monkeypatch.setattr(generate, "random_clusters", with_overlap)
+    res = jcsp.search("LJ7", LJ, algorithm=algorithm, budget=12, population=4, cluster=True,
+                      seed=0, out=tmp_path)
+    assert res.n_relaxations == 12 and len(res.history) == 12
+    assert res.n_failed >= 1  # generation 0 holds at least one invalid structure
+    rows = database.read_all(database.open_run(tmp_path / "structures.db"))
+    assert len(rows) == 12
+    failed = [a for a in rows if a.info["failed"]]
+    assert len(failed) == res.n_failed
+    assert all(a.info["error"] for a in failed)  # each says what went wrong
+    invalid = [a for a in failed if a.info.get("invalid")]
+    assert invalid and all("overlap" in a.info["error"] for a in invalid)
+    with database.open_run(tmp_path / "structures.db") as db:
+        assert db.count(failed=True) == res.n_failed
+    failed_uids = {a.info["uid"] for a in failed}
+    ranked = {a.info["uid"] for a in res.structures}
+    assert ranked and not ranked & failed_uids
+    assert res.best.info["uid"] not in failed_uids and np.isfinite(res.history[-1])
+    ranking = (tmp_path / "ranking.csv").read_text()
+    assert not any(uid in ranking for uid in failed_uids)
+
+
+# --- per-atom energies ----------------------------------------------------------------
+def _lj_atom_energies(positions):
+    """Per-atom all-pairs LJ energies (epsilon = sigma = 1), half of each pair each."""
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return 0.5 * np.sum(4.0 * (d**-12 - d**-6), axis=1)
+
+
+def test_atom_energies_are_batched_through_the_derivative_engine():
+    """Session.atom_energies equals per-atom LJ energies computed by hand, for a whole
+    generation in one evaluation, and later calls reuse the compiled program."""
+    from jcsp.derivatives import evaluate_population
+    from jcsp.search import SearchConfig
+    from jcsp.search.generate import random_clusters
+    from jcsp.search.run import Session
+
+    config = SearchConfig("LJ9", cluster=True, budget=12, population=6,
+                          cluster_symmetry=False)
+    session = Session(config, LJ)
+    relaxed = session.evaluate(0, random_clusters({"LJ": 9}, 6, seed=0))
+    energies = session.atom_energies(relaxed)
+    for atoms, e in zip(relaxed, energies):
+        np.testing.assert_allclose(e, _lj_atom_energies(atoms.positions), rtol=1e-10)
+        assert e.sum() == pytest.approx(atoms.info["energy"], rel=1e-8)
+    assert np.ptp(energies[0]) > 0.1  # atoms differ: not a constant
+    compiled = evaluate_population._cache_size()
+    more = session.evaluate(1, random_clusters({"LJ": 9}, 3, seed=1))
+    energies = session.atom_energies(more + relaxed[:2])
+    for atoms, e in zip(more, energies):
+        np.testing.assert_allclose(e, _lj_atom_energies(atoms.positions), rtol=1e-10)
+    assert evaluate_population._cache_size() == compiled  # padded to one batch shape
+
+
+def test_cli_search_potential_table(tmp_path, capsys):
+    """The TOML file may hold the potential as a [potential] table: an LJ cluster search
+    runs from it, and the Buckingham + Coulomb example of docs/search.md builds a
+    rigid-ion model and a valid config."""
+    import re
+
+    from jcsp.cli import build_parser, main, search_settings
+    from jcsp.io import potential_from_table
+    from jcsp.potentials import BuckinghamCoulomb
+
+    config = tmp_path / "lj.toml"
+    config.write_text('composition = "LJ7"\ncluster = true\nbudget = 4\npopulation = 4\n'
+                      'cluster_symmetry = false\n[potential]\ntype = "lennard-jones"\n'
+                      'epsilon = 1.0\nsigma = 1.0\ncutoff = "none"\n')
+    assert main(["search", "-c", str(config), "-q", "--show", "1"]) == 0
+    printed = capsys.readouterr()
+    assert "lennard-jones" in printed.err and "4 relaxations in 1 batches" in printed.err
+    best = float(printed.out.splitlines()[1].split()[1])
+    assert best < -2.0  # LJ7 minimum: -16.505 / 7 = -2.358 per atom
+
+    docs = (Path(__file__).parent.parent / "docs" / "search.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", docs, re.S) if "[potential]" in b]
+    example = tmp_path / "mgo.toml"
+    example.write_text(block)
+    cfg, table, _ = search_settings(build_parser().parse_args(["search", "-c", str(example)]))
+    assert cfg.composition == "Mg4O4" and cfg.groups == (186, 216, 221, 225)
+    assert isinstance(potential_from_table(table), BuckinghamCoulomb)

@@ -115,3 +115,25 @@ def test_every_driver_replays_exactly(tmp_path, algorithm):
     np.testing.assert_array_equal(extended.history, fresh.history)
     assert [a.info["uid"] for a in extended.structures] == \
         [a.info["uid"] for a in fresh.structures]
+
+
+def test_run_record_keeps_its_format(tmp_path):
+    """The run record is the SearchConfig as the database has always stored it, so run
+    folders written before the config object existed still resume: a record written
+    in the old form by hand is accepted, and a changed setting is still refused."""
+    from jcsp.search import database, generate
+
+    old = {"composition": "LJ5", "formula_units": 1, "algorithm": "random", "seed": 0,
+           "pressure": 0.0, "cluster": True, "groups": None, "volume": None,
+           "population": 4, "fmax": 0.01, "max_steps": 2000, "potential": repr(LJ),
+           "options": {}, "budget": 4, "target": None,
+           "cluster_symmetry": generate.cluster_groups({"LJ": 5}, True)}
+    database.open_run(tmp_path / "structures.db", old)
+    res = jcsp.search("LJ5", LJ, algorithm="random", budget=4, cluster=True, seed=0,
+                      out=tmp_path, population=4)
+    assert res.n_relaxations == 4 and len(_rows(tmp_path / "structures.db")) == 4
+    stored = database.run_config(database.open_run(tmp_path / "structures.db"))
+    assert stored == database.open_run(tmp_path / "x.db", old).metadata[database.RUN_KEY]
+    with pytest.raises(jcsp.search.ResumeError, match="fmax"):
+        jcsp.search("LJ5", LJ, algorithm="random", budget=4, cluster=True, seed=0,
+                    out=tmp_path, population=4, fmax=0.02)

@@ -2,9 +2,10 @@
 the archive of unique structures, convex hulls, the resumable run database, the
 search drivers and variable-composition searches of binaries.
 
-The package is callable: ``jcsp.search(composition, potential, ...)`` is
-:func:`jcsp.search.run.search`, while ``jcsp.search.Archive`` and the submodules stay
-reachable as usual.
+The package is callable: ``jcsp.search(composition, potential, **settings)`` is
+:func:`jcsp.search.run.search`, the settings being the fields of
+:class:`SearchConfig`; ``jcsp.search.Archive`` and the submodules stay reachable as
+usual.
 """
 
 import sys as _sys
@@ -12,6 +13,7 @@ import types as _types
 
 from . import pointgroup
 from .archive import AddResult, Archive
+from .config import SearchConfig
 from .database import (ResumeError, has, make_uid, open_run, read_all, run_config,
                        write_structure, written_uids)
 from .fingerprint import FingerprintSpec, cosine_distance, default_spec, fingerprints, pair_weights
@@ -22,7 +24,7 @@ from .variable import VariableResult, plot_hull, variable_composition
 
 __all__ = [
     "ALGORITHMS", "AddResult", "Archive", "FingerprintSpec", "Hull", "ResumeError",
-    "SearchResult", "annotate", "search",
+    "SearchConfig", "SearchResult", "annotate", "search",
     "convex_hull", "cosine_distance", "default_spec", "fingerprints", "has", "make_uid",
     "open_run", "pair_weights", "parse_composition", "random_clusters", "random_crystals",
     "read_all", "run_config", "write_structure", "written_uids", "VariableResult",

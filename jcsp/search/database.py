@@ -18,11 +18,12 @@ The run's configuration (composition, potential, seed, algorithm, budget, ...) i
 once in the database metadata (:func:`open_run`); resuming with a different
 configuration is a :class:`ResumeError`.
 
-Rows carry the key-value pairs ``uid``, ``enthalpy``, ``volume`` (crystals),
+Rows carry the key-value pairs ``uid``, ``failed`` (true for an invalid structure or a
+relaxation that failed; its ``info`` says why), ``enthalpy``, ``volume`` (crystals),
 ``spacegroup``, ``pressure``, ``driver``, ``generation`` and ``parents`` (uids joined by
-commas), so ``ase db run.db 'enthalpy<-30'`` works; the energy (and forces and stress
-when known) is the row's calculator result, the whole ``info`` dictionary and the
-fingerprint are in ``data``.
+commas), so ``ase db run.db 'enthalpy<-30'`` and ``ase db run.db failed=1`` work; the
+energy (and forces and stress when known and finite) is the row's calculator result,
+the whole ``info`` dictionary and the fingerprint are in ``data``.
 
 Example:
   >>> db = open_run("runs/si8/structures.db", {"composition": "Si8", "seed": 0})
@@ -247,7 +248,7 @@ def write_structure(db, atoms: Atoms, *, uid: str, driver: str = "", generation:
         data["fingerprint"] = np.asarray(fingerprint, float)
 
     kvp = {"uid": uid, "driver": str(driver), "generation": int(generation),
-           "parents": ",".join(parents)}
+           "parents": ",".join(parents), "failed": bool(info.get("failed", False))}
     for key in ("enthalpy", "volume", "pressure"):
         value = info.get(key)
         if isinstance(value, numbers.Real) and math.isfinite(value):
@@ -258,9 +259,11 @@ def write_structure(db, atoms: Atoms, *, uid: str, driver: str = "", generation:
     row = atoms.copy()
     results = {}
     if atoms.calc is not None:
-        results = {k: v for k, v in getattr(atoms.calc, "results", {}).items() if k in RESULTS}
-    if "energy" not in results and isinstance(info.get("energy"), numbers.Real):
-        results["energy"] = float(info["energy"])
+        results = {k: v for k, v in getattr(atoms.calc, "results", {}).items()
+                   if k in RESULTS and np.all(np.isfinite(v))}
+    energy = info.get("energy")
+    if "energy" not in results and isinstance(energy, numbers.Real) and math.isfinite(energy):
+        results["energy"] = float(energy)
     if results:
         row.calc = SinglePointCalculator(row, **results)
     with db:  # one transaction: the check and the write commit together

@@ -25,25 +25,30 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import math
-import numbers
 import sys
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
+from tqdm.auto import tqdm
 
+from ..io import write_structures
+from ..ml.domain import Grader
 from ..potentials.base import Potential
+from ..relax import relax
 from . import database as dbm
 from . import generate
 from .archive import Archive
+from .config import ALGORITHMS, RESUMABLE_CHANGES, SearchConfig
+from .drivers import DRIVERS
+from .energies import AtomEnergies
 
-ALGORITHMS = ("random", "basin", "minima", "anneal", "ga", "pso")
 
-
-@dataclass
+@dataclasses.dataclass
 class SearchResult:
     """What :func:`search` returns.
 
@@ -51,14 +56,18 @@ class SearchResult:
       best: the lowest-enthalpy-per-atom structure, ``info`` with ``energy``,
         ``enthalpy`` (eV), ``spacegroup``, ``volume``, ``found_at`` (relaxations done when
         first found), ``hits`` and its origin (``driver``, ``generation``, ``parents``,
-        ``uid``).
+        ``uid``); None when every relaxation failed.
       structures: unique structures, ascending enthalpy per atom, same ``info`` keys.
-      n_relaxations: relaxations counted against the budget (read back ones included).
+      n_relaxations: relaxations counted against the budget (read back and failed ones
+        included).
       history: [n_relaxations] best enthalpy per atom (eV/atom) after each relaxation.
       archive: the :class:`~jcsp.search.archive.Archive`.
+      config: the :class:`~jcsp.search.config.SearchConfig` the search ran with.
       out: output folder, or None.
       n_batches: relaxation calls made by this process (read-back generations excluded).
       occupancy: mean fraction of batch slots that held a structure in those calls.
+      n_failed: relaxations that failed (an invalid structure, a relaxation that broke
+        down, or one set aside by ``max_grade``), read-back ones included; never ranked.
       n_extrapolated: relaxed structures set aside as outside an ML potential's
         training domain (``max_grade``), read-back ones included.
     """
@@ -68,10 +77,11 @@ class SearchResult:
     n_relaxations: int
     history: np.ndarray
     archive: Archive
+    config: SearchConfig
     out: Path | None = None
     n_batches: int = 0
     occupancy: float = math.nan
-    config: dict = field(default_factory=dict)
+    n_failed: int = 0
     n_extrapolated: int = 0
 
     def first_hit(self, target: float, tol: float = 1e-4) -> int | None:
@@ -81,77 +91,78 @@ class SearchResult:
         return int(hit[0]) + 1 if hit.size else None
 
 
-def options_from(cls, options: Mapping[str, Any] | None, algorithm: str):
-    """A driver's frozen config from a user dict; unknown keys are a ValueError."""
-    options = dict(options or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for algorithm {algorithm!r}; "
-                         f"it accepts {sorted(names)}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"bad options for algorithm {algorithm!r}: {err}") from None
-
-
 class Session:
     """One search run: candidate generation, batched relaxation, database, archive.
 
-    Drivers use :meth:`rng`, :meth:`random_structures`, :meth:`evaluate`, :meth:`atom_energies`,
-    :attr:`remaining`, :attr:`done`, :attr:`counts`, :attr:`cluster` and
-    :attr:`length`; everything else is bookkeeping.
+    Drivers use :meth:`rng`, :meth:`generations`, :meth:`first_generation`,
+    :meth:`random_structures`, :meth:`evaluate`, :meth:`atom_energies`,
+    :meth:`fitness`, :meth:`energy_scale`, :attr:`remaining`, :attr:`done`,
+    :attr:`archive`, :attr:`potential`, :attr:`population`, :attr:`counts`,
+    :attr:`symbols`, :attr:`cluster` and :attr:`length`; everything else is bookkeeping.
+
+    Args:
+      config: the search's settings.
+      potential: a potential that can run it (:meth:`SearchConfig.check_potential`).
+      db: the run database (:func:`jcsp.search.database.open_run`), or None.
+      progress: show a progress bar over relaxations.
     """
 
-    def __init__(self, *, counts: dict[str, int], potential: Potential, driver: str,
-                 budget: int, seed: int, pressure: float, cluster: bool, groups,
-                 volume, population: int, fmax: float, max_steps: int, db=None,
-                 target: float | None = None, progress: bool = False,
-                 cluster_symmetry=None, max_grade: float | None = None):
-        self.counts, self.potential, self.driver = counts, potential, driver
-        self.budget, self.seed, self.pressure = budget, seed, pressure
-        self.cluster, self.groups, self.volume = cluster, groups, volume
-        self.population, self.fmax, self.max_steps = population, fmax, max_steps
-        self.target, self.db = target, db
-        self.cluster_symmetry = cluster_symmetry
-        self.max_grade = max_grade if getattr(potential, "domain", None) is not None else None
-        self._grader = None
-        self.symbols = [s for s, c in counts.items() for _ in range(c)]
-        self.n_atoms = len(self.symbols)
+    def __init__(self, config: SearchConfig, potential: Potential, *, db=None,
+                 progress: bool = False):
+        self.config, self.potential, self.db = config, potential, db
+        self.driver = config.algorithm
+        self.counts = config.counts
+        self.cluster = config.cluster
+        self.population = config.generation_size
+        self.point_groups = config.point_groups
+        self.space_groups = None if config.cluster else list(config.space_groups)
+        self.symbols = [s for s, c in self.counts.items() for _ in range(c)]
         #: Å, typical nearest-neighbour distance (sum of covalent radii, count-weighted).
         self.length = 2.0 * float(np.mean([generate.radius(s) for s in self.symbols]))
         self.archive = Archive(length=self.length)
+        graded = potential.domain is not None and config.max_grade is not None
+        self._grader = Grader(potential) if graded else None
+        self._atom_energies = AtomEnergies(potential, self.population)
+        self._energies_by_uid: dict[str, np.ndarray] = {}
         self.stored: dict[str, Atoms] = {}
         if db is not None:
             self.stored = {a.info["uid"]: a for a in dbm.read_all(db) if "uid" in a.info}
         self.n_relaxations = 0
+        self.n_failed = 0
         self.n_extrapolated = 0
         self.history: list[float] = []
         self.n_batches = 0
         self.slots_used = 0
         self._best = math.inf
-        self._calc = None
-        self._atom_energies: dict[str, np.ndarray] = {}
-        self._bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            self._bar = tqdm(total=budget, desc=f"search ({driver})", unit="relaxation",
-                             file=sys.stderr)
+        self._bar = tqdm(total=config.budget, desc=f"search ({self.driver})",
+                         unit="relaxation", file=sys.stderr, disable=not progress)
 
     # --- for drivers ------------------------------------------------------------------
     def rng(self, generation: int) -> np.random.Generator:
         """The random stream of one generation (the same on every resume)."""
-        return np.random.default_rng([self.seed, generation])
+        return np.random.default_rng([self.config.seed, generation])
+
+    def generations(self, start: int = 1):
+        """Yield ``(generation, rng)`` from ``start`` on while the search is not
+        :attr:`done`."""
+        generation = start
+        while not self.done:
+            yield generation, self.rng(generation)
+            generation += 1
+
+    def first_generation(self) -> list[Atoms]:
+        """Generation 0: a full batch of random structures, relaxed."""
+        return self.evaluate(0, self.random_structures(self.population, self.rng(0)))
 
     @property
     def remaining(self) -> int:
-        return self.budget - self.n_relaxations
+        return self.config.budget - self.n_relaxations
 
     @property
     def done(self) -> bool:
         """Budget spent, or the target enthalpy per atom reached."""
-        hit = self.target is not None and self._best <= self.target + 1e-6
-        return self.remaining <= 0 or hit
+        target = self.config.target
+        return self.remaining <= 0 or (target is not None and self._best <= target + 1e-6)
 
     def random_structures(self, n: int, rng: np.random.Generator) -> list[Atoms]:
         """``n`` random symmetric crystals (or random clusters) of the composition."""
@@ -159,103 +170,108 @@ class Session:
             return []
         if self.cluster:
             return generate.random_clusters(self.counts, n, seed=rng,
-                                            symmetry=self.cluster_symmetry, jitter=0.03)
-        return generate.random_crystals(self.counts, n, seed=rng, groups=self.groups,
-                                        volume=self.volume)
+                                            symmetry=self.point_groups, jitter=0.03)
+        return generate.random_crystals(self.counts, n, seed=rng, groups=self.space_groups,
+                                        volume=self.config.volume)
 
     def evaluate(self, generation: int, candidates: Sequence[Atoms],
                  parents: Sequence[Sequence[str]] | None = None) -> list[Atoms]:
         """Relax one generation's candidates in one batch; record and archive them.
 
-        Candidates beyond the remaining budget are dropped. Returns the relaxed
-        structures in order, each with ``info`` ``uid``, ``driver``, ``generation``,
-        ``parents``, ``enthalpy`` and, unless failed, ``entry`` (the archive entry, equal
-        for duplicates).
+        Candidates beyond the remaining budget are dropped. Every candidate counts
+        against the budget, a failed relaxation (an invalid candidate, a relaxation
+        that broke down, a structure outside an ML potential's training domain)
+        included: it is stored in the database with ``failed`` and its reason, and
+        never enters the archive. Returns the relaxed structures in order, each with
+        ``info`` ``uid``, ``driver``, ``generation``, ``parents``, ``failed``,
+        ``enthalpy`` and, unless failed, ``entry`` (the archive entry, equal for
+        duplicates).
         """
         candidates = list(candidates)[: max(self.remaining, 0)]
         if not candidates:
             return []
         parents = [list(p) for p in (parents or [[] for _ in candidates])]
-        uids = [dbm.make_uid(self.seed, self.driver, generation, i)
+        uids = [dbm.make_uid(self.config.seed, self.driver, generation, i)
                 for i in range(len(candidates))]
         if all(u in self.stored for u in uids):
             relaxed = [self.stored[u].copy() for u in uids]
         else:
-            clean = []
-            for atoms in candidates:
-                atoms = atoms.copy()
-                atoms.info = {k: atoms.info[k] for k in ("labels", "generator_spacegroup")
-                              if k in atoms.info}
-                if self.cluster:
-                    atoms.positions -= atoms.positions.mean(0)
-                clean.append(atoms)
-            import jcsp
-            relaxed = jcsp.relax(clean, self.potential, fmax=self.fmax,
-                                 pressure=self.pressure, max_steps=self.max_steps,
-                                 batch_size=self.population)
-            self.n_batches += 1
-            self.slots_used += len(clean)
-            self._set_aside_extrapolated(relaxed)
+            relaxed = self._relax(candidates)
             for atoms, uid, par in zip(relaxed, uids, parents):
                 atoms.info.update(uid=uid, driver=self.driver, generation=int(generation),
                                   parents=par)
-                if atoms.info["failed"] or not math.isfinite(atoms.info["enthalpy"]):
-                    atoms.info["failed"] = True
                 if self.db is not None and uid not in self.stored:
                     dbm.write_structure(self.db, atoms, uid=uid, driver=self.driver,
                                         generation=generation, parents=par,
-                                        pressure=self.pressure)
-        good = [a for a in relaxed if not a.info.get("failed")]
+                                        pressure=self.config.pressure)
+        good = [a for a in relaxed if not a.info["failed"]]
         if good:
             for atoms, added in zip(good, self.archive.add(good)):
                 atoms.info["entry"] = added.entry  # archive entry: duplicates share it
         for atoms in relaxed:
             self.n_relaxations += 1
-            self.n_extrapolated += atoms.info.get("extrapolation_grade", 0.0) > (
-                self.max_grade or math.inf)
-            h = self.fitness(atoms)
-            self._best = min(self._best, h)
+            self.n_failed += bool(atoms.info["failed"])
+            self.n_extrapolated += "extrapolation_grade" in atoms.info and \
+                atoms.info["extrapolation_grade"] > (self.config.max_grade or math.inf)
+            self._best = min(self._best, self.fitness(atoms))
             self.history.append(self._best)
-        if self._bar is not None:
-            self._bar.update(len(relaxed))
-            self._bar.set_postfix(best=f"{self._best:.5f} eV/atom")
+        self._bar.update(len(relaxed))
+        self._bar.set_postfix(best=f"{self._best:.5f} eV/atom")
+        return relaxed
+
+    def _relax(self, candidates: Sequence[Atoms]) -> list[Atoms]:
+        """One batched relaxation of the candidates (only their labels and generator
+        space group kept in ``info``; clusters centred), failures flagged."""
+        clean = []
+        for atoms in candidates:
+            atoms = atoms.copy()
+            atoms.info = {k: atoms.info[k] for k in ("labels", "generator_spacegroup")
+                          if k in atoms.info}
+            if self.cluster:
+                atoms.positions -= atoms.positions.mean(0)
+            clean.append(atoms)
+        relaxed = relax(clean, self.potential, fmax=self.config.fmax,
+                        pressure=self.config.pressure, max_steps=self.config.max_steps,
+                        batch_size=self.population)
+        self.n_batches += 1
+        self.slots_used += len(clean)
+        for atoms in relaxed:
+            if not math.isfinite(atoms.info["enthalpy"]):
+                atoms.info["failed"] = True
+                atoms.info.setdefault("failure_reason", "non-finite enthalpy")
+        self._set_aside_extrapolated(relaxed)
         return relaxed
 
     def _set_aside_extrapolated(self, relaxed: Sequence[Atoms]) -> None:
         """Grade relaxed structures against an ML potential's training domain
         (:mod:`jcsp.ml.domain`); those beyond ``max_grade`` count as failed, so a hole
         of the fitted energy surface cannot win the search."""
-        ok = [a for a in relaxed if not a.info.get("failed")]
-        if self.max_grade is None or not ok:
+        ok = [a for a in relaxed if not a.info["failed"]]
+        if self._grader is None or not ok:
             return
-        if self._grader is None:
-            from ..ml.domain import Grader
-            self._grader = Grader(self.potential)
+        limit = self.config.max_grade
         for atoms, grade in zip(ok, self._grader(ok)):
             atoms.info["extrapolation_grade"] = float(grade)
-            if grade > self.max_grade:
+            if grade > limit:
                 atoms.info["failed"] = True
                 atoms.info["failure_reason"] = (
                     f"outside the potential's training data (extrapolation grade "
-                    f"{grade:.1f} > max_grade {self.max_grade:g}); its energy is not to be "
-                    "trusted")
+                    f"{grade:.1f} > max_grade {limit:g}); its energy is not to be trusted")
 
-    def atom_energies(self, atoms: Atoms) -> np.ndarray:
-        """[N] per-atom energies (eV) of a structure under the search's potential
-        (cached by uid; used by moves that rebuild the worst-bound atoms)."""
-        uid = atoms.info.get("uid")
-        if uid is not None and uid in self._atom_energies:
-            return self._atom_energies[uid]
-        if self._calc is None:
-            from ..calculator import JCSPCalculator
-            self._calc = JCSPCalculator(self.potential)
-        probe = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
-                      pbc=atoms.pbc)
-        probe.calc = self._calc
-        energies = np.array(probe.get_potential_energies(), float)
-        if uid is not None:
-            self._atom_energies[uid] = energies
-        return energies
+    def atom_energies(self, structures: Sequence[Atoms]) -> list[np.ndarray]:
+        """[N] per-atom energies (eV) of each relaxed structure under the search's
+        potential, for moves that rebuild the worst-bound atoms. Those not seen before
+        are evaluated together, in batches of :attr:`population` through the derivative
+        engine; results are kept by uid."""
+        todo = {}
+        for atoms in structures:
+            uid = atoms.info["uid"]
+            if uid not in self._energies_by_uid:
+                todo.setdefault(uid, atoms)
+        if todo:
+            computed = self._atom_energies(list(todo.values()))
+            self._energies_by_uid.update(zip(todo, computed))
+        return [self._energies_by_uid[a.info["uid"]] for a in structures]
 
     @staticmethod
     def fitness(atoms: Atoms) -> float:
@@ -265,167 +281,76 @@ class Session:
             return math.inf
         return float(h) / len(atoms)
 
+    @classmethod
+    def energy_scale(cls, structures: Sequence[Atoms]) -> float:
+        """|lowest enthalpy per atom| of relaxed structures, eV, at least 1e-3 (1 when
+        none succeeded): the unit of the drivers' temperatures."""
+        h = [cls.fitness(a) for a in structures]
+        h = [x for x in h if math.isfinite(x)]
+        return max(abs(min(h)), 1e-3) if h else 1.0
+
     def close(self):
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
 
 
-# --- validation -----------------------------------------------------------------------
-def _integer(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real(value, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def _drivers():
-    from .drivers import DRIVERS
-    return DRIVERS
-
-
-def search(composition: str, potential: Potential, algorithm: str = "random",
-           budget: int = 100, pressure: float = 0.0, seed: int = 0,
-           out: str | Path | None = None, *, cluster: bool = False, formula_units: int = 1,
-           groups: Sequence[int] | None = None, volume: float | None = None,
-           population: int | None = None, fmax: float = 0.01, max_steps: int = 2000,
-           target: float | None = None, options: Mapping[str, Any] | None = None,
-           n_best: int = 10, progress: bool = False,
-           cluster_symmetry: bool | Sequence[str] | None = True,
-           max_grade: float | None = 3.0) -> SearchResult:
+def search(composition: str | SearchConfig, potential: Potential, *,
+           out: str | Path | None = None, n_best: int = 10, progress: bool = False,
+           **settings) -> SearchResult:
     """Search for the lowest-enthalpy structures of a composition.
 
     Args:
-      composition: e.g. ``"Si8"``, ``"Na4Cl4"``, ``"LJ38"`` (a non-element label such as
-        ``LJ`` means identical particles).
+      composition: e.g. ``"Si8"``, ``"Na4Cl4"``, ``"LJ38"``, or a whole
+        :class:`~jcsp.search.config.SearchConfig` (``settings`` then change its fields).
       potential: a :class:`jcsp.potentials.Potential` covering every species.
-      algorithm: ``"random"`` (AIRSS), ``"basin"`` (parallel basin hopping),
-        ``"minima"`` (minima hopping), ``"anneal"`` (simulated annealing), ``"ga"``
-        (genetic algorithm) or ``"pso"`` (particle swarm).
-      budget: number of relaxations, >= 1.
-      pressure: GPa; structures are ranked by enthalpy per atom.
-      seed: integer seed; the same seed gives the same search.
-      out: folder for ``structures.db`` (every relaxed structure, the resume record),
-        ``best/`` (CIF and POSCAR, or xyz for clusters), ``ranking.txt``/``.csv`` and
-        plots. Rerunning the same call resumes the run; a larger budget extends it.
-      cluster: search clusters (no cell) instead of crystals.
-      formula_units: multiplies the composition.
-      groups: space groups random crystals are drawn from (default: all feasible ones
-        with at most 48 general positions).
-      volume: target cell volume of random crystals, Å³ (default from covalent radii).
-      population: structures per generation (= relaxation batch size); default
-        ``min(budget, 16)``.
-      fmax: relaxation force criterion, eV/Å.
-      max_steps: relaxation steps per structure.
-      target: stop as soon as the best enthalpy per atom reaches this value (eV/atom).
-      options: driver settings (see each driver's ``Config``); unknown keys fail.
+      out: folder for ``structures.db`` (every relaxed structure, failed ones included:
+        the resume record), ``best/`` (CIF and POSCAR, or xyz for clusters),
+        ``ranking.txt``/``.csv`` and plots. Rerunning the same call resumes the run; a
+        larger budget extends it.
       n_best: number of best structures written to ``out``.
       progress: show a progress bar over relaxations.
-      cluster_symmetry: random clusters with point-group symmetry, as random crystals
-        have space-group symmetry: True (default; a random feasible group of
-        :data:`jcsp.search.pointgroup.GROUPS`, C1 included, for each start), a list
-        of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``, or False / None for
-        plain random points in a sphere. Ignored for crystals unless set explicitly.
-      max_grade: with a machine-learned potential that carries its training domain,
-        relaxed structures whose extrapolation grade (:mod:`jcsp.ml.domain`: distance
-        from the training atoms' features, in units of the farthest training atom)
-        exceeds this are set aside as failed, with the grade in ``info``; None keeps
-        them. Classical potentials are not graded.
+      **settings: the fields of :class:`~jcsp.search.config.SearchConfig`:
+        ``algorithm`` (default ``"random"``), ``budget`` (100 relaxations), ``pressure``
+        (GPa), ``seed``, ``formula_units``, ``cluster``, ``groups``,
+        ``cluster_symmetry``, ``volume``, ``population``, ``fmax``, ``max_steps``,
+        ``target``, ``max_grade`` and ``options`` (the driver's settings).
 
     Returns:
       A :class:`SearchResult`.
 
     Raises:
-      ValueError: unknown algorithm or option, budget < 1, a composition that no
-        Wyckoff combination of the groups can hold, a potential missing a species, or
-        (:class:`~jcsp.search.database.ResumeError`) an ``out`` holding another run;
-        all raised before any relaxation.
-    """
-    drivers = _drivers()
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of "
-                         f"{', '.join(ALGORITHMS)}")
-    budget = _integer(budget, "budget", 1)
-    seed = _integer(seed, "seed", 0)
-    pressure = _real(pressure, "pressure")
-    fmax = _real(fmax, "fmax", positive=True)
-    max_steps = _integer(max_steps, "max_steps", 1)
-    population = min(budget, 16) if population is None else _integer(population,
-                                                                       "population", 1)
-    if target is not None:
-        target = _real(target, "target")
-    if not isinstance(potential, Potential):
-        raise ValueError(f"potential must be a jcsp potential, got {type(potential).__name__}")
-    counts = generate.parse_composition(composition, formula_units)
-    numbers_ = [generate.species_number(s) for s in counts]
-    potential.check_species(numbers_)
-    if cluster:
-        if groups is not None:
-            raise ValueError("groups (space groups) apply to crystals, not clusters")
-        if cluster_symmetry not in (None, False):
-            cluster_symmetry = generate.cluster_groups(counts, cluster_symmetry)
-        else:
-            cluster_symmetry = None
-    else:
-        if cluster_symmetry not in (None, False, True):
-            raise ValueError("cluster_symmetry applies to clusters; crystals take space "
-                             "groups (groups=)")
-        cluster_symmetry = None
-        if potential.cutoff is None:
-            raise ValueError(f"{potential!r} has no cutoff (all pairs): it only works for "
-                             "clusters; pass cluster=True or give the potential a cutoff")
-        if groups is not None:
-            groups = sorted({int(g) for g in groups})
-        pool = groups if groups is not None else [
-            g for g in range(1, 231) if len(generate.wyckoff.operations(g)[0]) <= 48]
-        if not generate.feasible_groups(counts, pool):
-            raise ValueError(f"no space group among {pool if len(pool) < 8 else 'those allowed'}"
-                             f" has Wyckoff positions adding up to {counts}; allow more "
-                             "groups or change the composition")
-    if volume is not None:
-        volume = _real(volume, "volume", positive=True)
-    if max_grade is not None:
-        max_grade = _real(max_grade, "max_grade", positive=True)
-    config_cls, run_driver = drivers[algorithm]
-    config = options_from(config_cls, options, algorithm)
+      ValueError: an unknown setting, algorithm or option, a bad value (budget < 1,
+        ...), a composition that no Wyckoff combination of the groups can hold, a
+        potential missing a species, or (:class:`~jcsp.search.database.ResumeError`) an
+        ``out`` holding another run; all raised before any relaxation.
 
-    record = {"composition": composition, "formula_units": formula_units,
-              "algorithm": algorithm, "seed": seed, "pressure": pressure,
-              "cluster": bool(cluster), "groups": groups, "volume": volume,
-              "population": population, "fmax": fmax, "max_steps": max_steps,
-              "potential": repr(potential), "options": dict(options or {}),
-              "budget": budget, "target": target}
-    if getattr(potential, "domain", None) is not None:
-        record["max_grade"] = max_grade
-    if cluster_symmetry is not None:
-        record["cluster_symmetry"] = list(cluster_symmetry)
+    Example:
+      >>> lj = jcsp.potentials.LennardJones(1.0, 1.0, None)
+      >>> res = jcsp.search("LJ13", lj, algorithm="basin", budget=200, cluster=True)
+      >>> res.best.info["energy"], res.n_relaxations
+    """
+    config = SearchConfig.from_keywords(composition, **settings)
+    config.check_potential(potential)
+    if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best < 0:
+        raise ValueError(f"n_best must be an integer >= 0, got {n_best!r}")
     db = None
     if out is not None:
         out = Path(out)
-        db = dbm.open_run(out / "structures.db", record, allow_changes=("budget", "target"))
-    session = Session(counts=counts, potential=potential, driver=algorithm, budget=budget,
-                      seed=seed, pressure=pressure, cluster=bool(cluster), groups=groups,
-                      volume=volume, population=population, fmax=fmax,
-                      max_steps=max_steps, db=db, target=target, progress=progress,
-                      cluster_symmetry=cluster_symmetry, max_grade=max_grade)
+        db = dbm.open_run(out / "structures.db", config.record(potential),
+                          allow_changes=RESUMABLE_CHANGES)
+    _, run_driver = DRIVERS[config.algorithm]
+    session = Session(config, potential, db=db, progress=progress)
     try:
-        run_driver(session, config)
+        run_driver(session, config.driver_config)
     finally:
         session.close()
     archive = session.archive
     result = SearchResult(best=archive.best, structures=archive.structures,
                           n_relaxations=session.n_relaxations,
-                          history=np.array(session.history), archive=archive, out=out,
-                          n_batches=session.n_batches,
-                          occupancy=(session.slots_used / (session.n_batches * population)
+                          history=np.array(session.history), archive=archive, config=config,
+                          out=out, n_batches=session.n_batches,
+                          occupancy=(session.slots_used / (session.n_batches * session.population)
                                      if session.n_batches else math.nan),
-                          config=record, n_extrapolated=session.n_extrapolated)
+                          n_failed=session.n_failed, n_extrapolated=session.n_extrapolated)
     if out is not None:
         write_outputs(result, n_best=n_best)
     return result
@@ -448,10 +373,6 @@ def ranking_table(structures: Sequence[Atoms], *, limit: int | None = None) -> s
 
 def write_outputs(result: SearchResult, *, n_best: int = 10) -> list[Path]:
     """Write the ranking (txt, csv), the best structures and plots into ``result.out``."""
-    import csv
-
-    from ..io import write_structures
-
     out = Path(result.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -513,5 +434,5 @@ def _plots(result: SearchResult, out: Path) -> list[Path]:
     return paths
 
 
-__all__ = ["search", "SearchResult", "Session", "ALGORITHMS", "options_from", "ranking_table",
+__all__ = ["search", "SearchConfig", "SearchResult", "Session", "ALGORITHMS", "ranking_table",
            "write_outputs"]

@@ -28,6 +28,7 @@ from ase.data import chemical_symbols
 
 from . import generate
 from .hull import Hull, annotate, convex_hull
+from .config import SearchConfig
 from .run import SearchResult, search
 
 
@@ -67,40 +68,38 @@ def _elements(compositions: Sequence[str]) -> tuple[list[dict], list[str]]:
     return counts, elements
 
 
-def variable_composition(compositions: Sequence[str], potential, algorithm: str = "random",
-                         budget: int = 100, pressure: float = 0.0, seed: int = 0,
-                         out: str | Path | None = None, **kwargs) -> VariableResult:
+def variable_composition(compositions: Sequence[str], potential, *,
+                         out: str | Path | None = None, n_best: int = 10,
+                         progress: bool = False, **settings) -> VariableResult:
     """Search several compositions of a binary and build their convex hull.
 
     Args:
       compositions: e.g. ``["Cu4", "Cu3Au", "Cu2Au2", "CuAu3", "Au4"]``; exactly two
         elements, both pure ones included.
-      potential, algorithm, pressure, seed: as for :func:`jcsp.search.run.search`.
-      budget: relaxations per composition.
+      potential: as for :func:`jcsp.search.run.search`.
       out: folder; each composition is searched in ``out/<composition>/``, and
         ``hull.png`` and ``hull.txt`` are written here.
-      **kwargs: further keywords of :func:`jcsp.search.run.search` (``cluster``,
+      n_best, progress: as for :func:`jcsp.search.run.search`, for each composition.
+      **settings: the fields of :class:`~jcsp.search.config.SearchConfig` but
+        ``composition`` (``algorithm``, ``budget`` per composition, ``cluster``,
         ``population``, ``options``...), the same for every composition.
 
     Raises:
       ValueError: not exactly two elements, a pure element missing, a repeated
-        composition, or any error :func:`~jcsp.search.run.search` raises (checked
-        for every composition before any relaxation).
+        composition, or any error :func:`~jcsp.search.run.search` raises before its
+        first relaxation; all checked for every composition before any relaxation.
     """
     compositions = [str(c) for c in compositions]
     if len(set(compositions)) != len(compositions):
         raise ValueError(f"repeated composition in {compositions}")
     _elements(compositions)
-    potential.check_species([generate.species_number(s) for c in compositions
-                             for s in generate.parse_composition(c)])
-    if int(budget) < 1:
-        raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
+    configs = {c: SearchConfig.from_keywords(c, **settings) for c in compositions}
+    for config in configs.values():
+        config.check_potential(potential)
     out = None if out is None else Path(out)
-    results = {}
-    for composition in compositions:
-        results[composition] = search(
-            composition, potential, algorithm=algorithm, budget=budget, pressure=pressure,
-            seed=seed, out=None if out is None else out / composition, **kwargs)
+    results = {c: search(config, potential, out=None if out is None else out / c,
+                         n_best=n_best, progress=progress)
+               for c, config in configs.items()}
     pool = [a for r in results.values() for a in r.structures]
     hull = convex_hull(pool)
     structures = annotate(pool, hull)

@@ -1,8 +1,11 @@
 """Search drivers: each proposes batches of candidates to one :class:`jcsp.search.run.Session`.
 
-A driver module defines a frozen ``Config`` dataclass (its options) and
+A driver module defines a frozen ``Config`` dataclass (its options, declared with
+:func:`jcsp.settings.setting` so they are checked in one place) and
 ``run(session, config)``, a host-side loop over generations that asks
-``session.evaluate`` to relax each generation's candidates in one batch.
+``session.evaluate`` to relax each generation's candidates in one batch. Drivers know
+the session only through its methods and never import the search entry point, which
+imports this table.
 """
 
 from . import anneal, basin, genetic, minima, random_search, swarm
@@ -11,10 +14,10 @@ from . import anneal, basin, genetic, minima, random_search, swarm
 DRIVERS = {
     "random": (random_search.Config, random_search.run),
     "basin": (basin.Config, basin.run),
+    "minima": (minima.Config, minima.run),
+    "anneal": (anneal.Config, anneal.run),
     "ga": (genetic.Config, genetic.run),
     "pso": (swarm.Config, swarm.run),
-    "anneal": (anneal.Config, anneal.run),
-    "minima": (minima.Config, minima.run),
 }
 
 __all__ = ["DRIVERS"]

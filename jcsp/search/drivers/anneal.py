@@ -28,7 +28,10 @@ from ase.data import atomic_masses
 
 from ... import neighbors as nl
 from ...derivatives import evaluate
+from ...settings import Settings, setting
 from ...structures.convert import from_atoms
+from ..energies import fitted
+from ..generate import species_number
 
 #: Integrator steps per compiled segment (the host checks neighbor overflow between).
 SEGMENT = 50
@@ -111,15 +114,16 @@ def langevin(potential, structures: list[Atoms], kt: np.ndarray, *, dt: float,
     for start in range(0, len(kt), SEGMENT):
         chunk = kt[start:start + SEGMENT]
         key = jax.random.PRNGKey(int(rng.integers(2**31)))
-        while True:
+
+        def run(spec):
             out = _segment(sized, spec, pbc, sized.params, jnp.asarray(pos), jnp.asarray(vel),
                            jnp.asarray(cell), jnp.asarray(species), jnp.asarray(mask),
                            jnp.asarray(mass), jnp.asarray(chunk), dt, friction, key,
                            jnp.asarray(center), jnp.asarray(radius))
-            if not bool(np.any(out[2])):
-                break
-            spec = nl.grow(spec, int(np.max(out[3])), cell, pbc, margin=2.0)
-        pos, vel = np.asarray(out[0]), np.asarray(out[1])
+            return out[:2], out[2], out[3]
+
+        (pos, vel), spec = fitted(run, spec, cell, pbc, margin=2.0)
+        pos, vel = np.asarray(pos), np.asarray(vel)
     result = []
     for b, atoms in enumerate(structures):
         new = Atoms(numbers=atoms.numbers, cell=atoms.cell, pbc=atoms.pbc)
@@ -137,24 +141,12 @@ def langevin(potential, structures: list[Atoms], kt: np.ndarray, *, dt: float,
 
 def time_step(session, energy_scale: float, factor: float = 0.03) -> float:
     """``factor`` x bond length x sqrt(lightest mass / energy scale), ASE time units."""
-    masses = [atomic_masses[z] for z in {int(a) for a in _numbers(session)}]
+    masses = [atomic_masses[species_number(s)] for s in session.counts]
     return factor * session.length * math.sqrt(min(masses) / max(energy_scale, 1e-6))
 
 
-def _numbers(session):
-    from ..generate import species_number
-    return [species_number(s) for s in session.counts]
-
-
-def energy_scale(structures) -> float:
-    """|lowest enthalpy per atom| of relaxed structures, eV (1 when none is finite)."""
-    h = [a.info["enthalpy"] / len(a) for a in structures
-         if not a.info.get("failed") and math.isfinite(a.info["enthalpy"])]
-    return max(abs(min(h)), 1e-3) if h else 1.0
-
-
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """Annealing settings (temperatures in units of the energy scale, i.e. the
     |enthalpy per atom| of the best structure of the first batch).
 
@@ -167,28 +159,19 @@ class Config:
         ``t_start``.
     """
 
-    t_start: float = 0.12
-    t_end: float = 0.005
-    steps: int = 300
-    friction: float = 0.05
-    from_best: float = 0.5
-    reanneal: float = 0.4
-
-    def __post_init__(self):
-        if not (self.t_start > self.t_end > 0 and self.steps >= 1 and self.friction > 0
-                and 0 <= self.from_best <= 1 and 0 < self.reanneal <= 1):
-            raise ValueError("need t_start > t_end > 0, steps >= 1, friction > 0, "
-                             "0 <= from_best <= 1, 0 < reanneal <= 1")
+    t_end: float = setting(0.005, gt=0)
+    t_start: float = setting(0.12, gt="t_end")
+    steps: int = setting(300, kind=int, ge=1)
+    friction: float = setting(0.05, gt=0)
+    from_best: float = setting(0.5, ge=0, le=1)
+    reanneal: float = setting(0.4, gt=0, le=1)
 
 
 def run(session, config: Config) -> None:
     """Anneal batches until the budget is spent (host side)."""
-    first = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
-    scale = energy_scale(first)
+    scale = session.energy_scale(session.first_generation())
     dt = time_step(session, scale)
-    generation = 1
-    while not session.done:
-        rng = session.rng(generation)
+    for generation, rng in session.generations():
         n = min(session.population, session.remaining)
         best = session.archive.structures[: max(1, n // 4)]
         n_best = min(int(round(config.from_best * n)), n) if best else 0
@@ -211,4 +194,3 @@ def run(session, config: Config) -> None:
                 for k, atoms in zip(members, out):
                     annealed[k] = atoms
         session.evaluate(generation, annealed, parents)
-        generation += 1

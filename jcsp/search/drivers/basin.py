@@ -28,11 +28,12 @@ from typing import Literal
 
 import numpy as np
 
+from ...settings import Settings, setting
 from . import operators as ops
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """Basin-hopping settings.
 
     Attributes:
@@ -49,32 +50,15 @@ class Config:
         atoms.
     """
 
-    temperature: float | None = None
-    step: float = 0.35
-    strain: float = 0.05
-    acceptance: float = 0.5
-    adapt: float = 1.1
-    reset_after: int = 0
-    move: Literal["all", "surface", "mixed"] = "all"
-    surface_fraction: float = 0.1
-
-    def __post_init__(self):
-        if self.move not in ("all", "surface", "mixed"):
-            raise ValueError(f"move must be 'all', 'surface' or 'mixed', got {self.move!r}")
-        if not 0 <= self.surface_fraction <= 1:
-            raise ValueError("surface_fraction must be in [0, 1]")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError("temperature must be positive (eV)")
-        if not (self.step > 0 and self.strain >= 0 and 0 < self.acceptance < 1
-                and self.adapt > 1 and self.reset_after >= 0):
-            raise ValueError("need step > 0, strain >= 0, 0 < acceptance < 1, adapt > 1, "
-                             "reset_after >= 0")
-
-
-def default_temperature(structures) -> float:
-    """0.2 x |lowest enthalpy per atom| of ``structures`` (eV), at least 1e-3."""
-    h = [a.info["enthalpy"] / len(a) for a in structures if not a.info.get("failed")]
-    return max(0.2 * abs(min(h)), 1e-3) if h else 1.0
+    temperature: float | None = setting(None, optional=True, gt=0)
+    step: float = setting(0.35, gt=0)
+    strain: float = setting(0.05, ge=0)
+    acceptance: float = setting(0.5, gt=0, lt=1)
+    adapt: float = setting(1.1, gt=1)
+    reset_after: int = setting(0, kind=int, ge=0)
+    move: Literal["all", "surface", "mixed"] = setting("all", kind=str,
+                                                       choices=("all", "surface", "mixed"))
+    surface_fraction: float = setting(0.1, ge=0, le=1)
 
 
 def surface_count(rng: np.random.Generator, n_atoms: int, fraction: float) -> int:
@@ -83,47 +67,52 @@ def surface_count(rng: np.random.Generator, n_atoms: int, fraction: float) -> in
 
 
 def propose(session, config: Config, atoms, rng: np.random.Generator, step: float,
-            strain: float):
-    """One basin-hopping move of ``atoms`` (host side)."""
+            strain: float, energies: np.ndarray | None):
+    """One basin-hopping move of ``atoms`` (host side); ``energies``: its [N] per-atom
+    energies (eV), needed when ``config.move`` is not ``"all"``."""
     surface = config.move == "surface" or (config.move == "mixed" and rng.uniform() < 0.5)
     if surface and len(atoms) > 1:
         count = surface_count(rng, len(atoms), config.surface_fraction)
-        return ops.relocate(atoms, rng, session.atom_energies(atoms), count, session.length)
+        return ops.relocate(atoms, rng, energies, count, session.length)
     return ops.displace(atoms, rng, step, strain_scale=strain)
 
 
 def run(session, config: Config) -> None:
     """Parallel basin hopping until the budget is spent (host side)."""
-    walkers = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
+    walkers = session.first_generation()
     n = len(walkers)
     h = np.array([session.fitness(a) * len(a) for a in walkers])
     own_best = h.copy()
     stale = np.zeros(n, int)
     step = np.full(n, config.step * session.length)
-    kt = config.temperature or default_temperature(walkers)
+    # Wales & Doye's 0.8 epsilon for LJ clusters is 0.2 x their |energy per atom|
+    kt = config.temperature or 0.2 * session.energy_scale(walkers)
     lo, hi = 0.05 * session.length, 2.0 * session.length
     up = config.adapt ** (1.0 - config.acceptance)  # balance at the target acceptance
     down = config.adapt ** (-config.acceptance)
     strain = 0.0 if session.cluster else config.strain
-    generation = 1
-    while not session.done:
-        rng = session.rng(generation)
+    for generation, rng in session.generations():
         k = min(n, session.remaining)
         restart = (config.reset_after > 0) & (stale[:k] >= config.reset_after)
+        renew = restart | ~np.isfinite(h[:k])
+        moving = [w for w in range(k) if not renew[w]]
+        energies = dict(zip(moving, session.atom_energies([walkers[w] for w in moving])
+                            if config.move != "all" else []))
         fresh = iter(session.random_structures(int(restart.sum()), rng))
         proposals, parents = [], []
         for w in range(k):
-            if restart[w] or not math.isfinite(h[w]):
+            if renew[w]:
                 proposals.append(next(fresh, None) or session.random_structures(1, rng)[0])
                 parents.append([])
             else:
-                proposals.append(propose(session, config, walkers[w], rng, step[w], strain))
+                proposals.append(propose(session, config, walkers[w], rng, step[w], strain,
+                                         energies.get(w)))
                 parents.append([walkers[w].info["uid"]])
         relaxed = session.evaluate(generation, proposals, parents)
         draws = rng.uniform(size=k)
         for w, atoms in enumerate(relaxed):
             new = session.fitness(atoms) * len(atoms)
-            if restart[w] or not math.isfinite(h[w]):
+            if renew[w]:
                 walkers[w], h[w], own_best[w], stale[w] = atoms, new, new, 0
                 continue
             if new < own_best[w] - 1e-6:
@@ -135,4 +124,3 @@ def run(session, config: Config) -> None:
                 step[w] = min(step[w] * up, hi)
             else:
                 step[w] = max(step[w] * down, lo)
-        generation += 1

@@ -26,11 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...settings import Settings, setting
 from . import operators as ops
+from .basin import surface_count
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """GA settings (the operator weights are normalised; inapplicable ones dropped).
 
     Attributes:
@@ -44,28 +46,30 @@ class Config:
       tries: attempts per child before a random structure replaces it.
     """
 
-    tournament: int = 3
-    heredity: float = 0.45
-    strain: float = 0.15
-    permutation: float = 0.1
-    rattle: float = 0.1
-    surface: float = 0.1
-    random: float = 0.1
-    strain_scale: float = 0.1
-    rattle_amplitude: float = 0.35
-    rattle_fraction: float = 0.3
-    surface_fraction: float = 0.1
-    tries: int = 10
+    tournament: int = setting(3, kind=int, ge=1)
+    heredity: float = setting(0.45, ge=0)
+    strain: float = setting(0.15, ge=0)
+    permutation: float = setting(0.1, ge=0)
+    rattle: float = setting(0.1, ge=0)
+    surface: float = setting(0.1, ge=0)
+    random: float = setting(0.1, ge=0)
+    strain_scale: float = setting(0.1, ge=0)
+    rattle_amplitude: float = setting(0.35, ge=0)
+    rattle_fraction: float = setting(0.3, ge=0, le=1)
+    surface_fraction: float = setting(0.1, ge=0, le=1)
+    tries: int = setting(10, kind=int, ge=1)
 
     def __post_init__(self):
-        weights = (self.heredity, self.strain, self.permutation, self.rattle, self.surface,
-                   self.random)
-        if min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError("operator weights must be >= 0 and not all zero")
-        if not 0 <= self.surface_fraction <= 1:
-            raise ValueError("surface_fraction must be in [0, 1]")
-        if self.tournament < 1 or self.tries < 1:
-            raise ValueError("tournament and tries must be >= 1")
+        super().__post_init__()
+        if sum(self.weights()) <= 0:
+            raise ValueError("Config.heredity, strain, permutation, rattle, surface and "
+                             "random are operator weights: at least one must be positive")
+
+    def weights(self) -> tuple[float, ...]:
+        """The operator weights in the order heredity, strain, permutation, rattle,
+        surface, random."""
+        return (self.heredity, self.strain, self.permutation, self.rattle, self.surface,
+                self.random)
 
 
 def select(pool, size: int, fitness):
@@ -81,31 +85,44 @@ def select(pool, size: int, fitness):
     return sorted(best.values(), key=fitness)[:size]
 
 
-def _tournament(rng, population, size: int):
+def _tournament(rng, population, size: int) -> int:
+    """Index of the winner of a tournament (the population is sorted by fitness)."""
     picks = rng.integers(len(population), size=min(size, len(population)))
-    return population[int(picks.min())]  # the population is sorted by fitness
+    return int(picks.min())
 
 
-def make_child(session, config: Config, population, rng):
-    """One child and its parents' uids (host side)."""
-    weights = np.array([config.heredity if len(population) > 1 else 0.0,
-                        0.0 if session.cluster else config.strain,
-                        config.permutation if len(session.counts) > 1 else 0.0,
-                        config.rattle, config.surface if len(session.symbols) > 1 else 0.0,
-                        config.random])
+def _weights(session, config: Config, population) -> np.ndarray:
+    """Normalised operator weights, those that cannot apply set to zero."""
+    weights = np.array(config.weights())
+    weights[0] *= len(population) > 1
+    weights[1] *= not session.cluster
+    weights[2] *= len(session.counts) > 1
+    weights[4] *= len(session.symbols) > 1
     if weights.sum() == 0:
         weights[-1] = 1.0
-    weights = weights / weights.sum()
+    return weights / weights.sum()
+
+
+def make_child(session, config: Config, population, rng, energies):
+    """One child and its parents' uids (host side).
+
+    Args:
+      population: the parents, sorted by fitness.
+      energies: [N] per-atom energies (eV) of each parent, for surface mutations (None
+        when that operator has no weight).
+    """
+    weights = _weights(session, config, population)
     for _ in range(config.tries):
         op = rng.choice(len(weights), p=weights)
-        a = _tournament(rng, population, config.tournament)
+        i = _tournament(rng, population, config.tournament)
+        a = population[i]
         parents = [a.info["uid"]]
         if op == 0:
-            b = a
-            while b is a:
-                b = _tournament(rng, population, config.tournament)
-            child = ops.cut_and_splice(a, b, rng)
-            parents.append(b.info["uid"])
+            j = i
+            while j == i:
+                j = _tournament(rng, population, config.tournament)
+            child = ops.cut_and_splice(a, population[j], rng)
+            parents.append(population[j].info["uid"])
         elif op == 1:
             child = ops.strain(a, rng, config.strain_scale)
         elif op == 2:
@@ -114,8 +131,8 @@ def make_child(session, config: Config, population, rng):
             child = ops.rattle(a, rng, config.rattle_amplitude * session.length,
                                config.rattle_fraction)
         elif op == 4:
-            count = int(rng.integers(1, max(1, round(config.surface_fraction * len(a))) + 1))
-            child = ops.relocate(a, rng, session.atom_energies(a), count, session.length)
+            count = surface_count(rng, len(a), config.surface_fraction)
+            child = ops.relocate(a, rng, energies[i], count, session.length)
         else:
             return session.random_structures(1, rng)[0], []
         if ops.sane(child, session.length):
@@ -126,17 +143,16 @@ def make_child(session, config: Config, population, rng):
 def run(session, config: Config) -> None:
     """Evolve until the budget is spent (host side)."""
     size = session.population
-    population = select(session.evaluate(0, session.random_structures(size, session.rng(0))),
-                        size, session.fitness)
-    generation = 1
-    while not session.done:
-        rng = session.rng(generation)
+    population = select(session.first_generation(), size, session.fitness)
+    for generation, rng in session.generations():
         n = min(size, session.remaining)
         if not population:
             children, parents = session.random_structures(n, rng), [[]] * n
         else:
-            made = [make_child(session, config, population, rng) for _ in range(n)]
+            surface = _weights(session, config, population)[4] > 0
+            energies = session.atom_energies(population) if surface else None
+            made = [make_child(session, config, population, rng, energies)
+                    for _ in range(n)]
             children, parents = [c for c, _ in made], [p for _, p in made]
         relaxed = session.evaluate(generation, children, parents)
         population = select(population + relaxed, size, session.fitness)
-        generation += 1

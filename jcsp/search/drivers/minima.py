@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import atomic_masses
 
-from .anneal import energy_scale, langevin, time_step
+from ...settings import Settings, setting
+from .anneal import langevin, time_step
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """Minima-hopping settings (Goedecker's defaults for the feedback factors).
 
     Attributes:
@@ -37,36 +38,27 @@ class Config:
       alpha1, alpha2: threshold factors (accepted, rejected).
     """
 
-    temperature: float = 0.08
-    e_diff: float = 0.1
-    md_steps: int = 100
-    beta1: float = 1.05
-    beta2: float = 1.05
-    beta3: float = 1 / 1.05
-    alpha1: float = 1 / 1.02
-    alpha2: float = 1.02
-
-    def __post_init__(self):
-        if not (self.temperature > 0 and self.e_diff > 0 and self.md_steps >= 1
-                and self.beta1 > 1 and self.beta2 > 1 and 0 < self.beta3 < 1
-                and 0 < self.alpha1 < 1 and self.alpha2 > 1):
-            raise ValueError("need temperature, e_diff > 0, md_steps >= 1, beta1, beta2 > 1 "
-                             "> beta3 > 0 and alpha1 < 1 < alpha2")
+    temperature: float = setting(0.08, gt=0)
+    e_diff: float = setting(0.1, gt=0)
+    md_steps: int = setting(100, kind=int, ge=1)
+    beta1: float = setting(1.05, gt=1)
+    beta2: float = setting(1.05, gt=1)
+    beta3: float = setting(1 / 1.05, gt=0, lt=1)
+    alpha1: float = setting(1 / 1.02, gt=0, lt=1)
+    alpha2: float = setting(1.02, gt=1)
 
 
 def run(session, config: Config) -> None:
     """Minima hopping until the budget is spent (host side)."""
-    walkers = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
-    scale = energy_scale(walkers)
+    walkers = session.first_generation()
+    scale = session.energy_scale(walkers)
     dt = time_step(session, scale)
     n = len(walkers)
     h = np.array([session.fitness(a) * len(a) for a in walkers])
     kt = np.full(n, config.temperature * scale)
     e_diff = np.full(n, config.e_diff * scale)
     visited = {a.info.get("entry") for a in walkers} - {None}
-    generation = 1
-    while not session.done:
-        rng = session.rng(generation)
+    for generation, rng in session.generations():
         k = min(n, session.remaining)
         alive = [w for w in range(k) if math.isfinite(h[w])]
         dead = [w for w in range(k) if not math.isfinite(h[w])]
@@ -102,4 +94,3 @@ def run(session, config: Config) -> None:
             else:
                 e_diff[w] *= config.alpha2
         visited |= {a.info.get("entry") for a in relaxed} - {None}
-        generation += 1

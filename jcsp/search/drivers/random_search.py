@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...settings import Settings, setting
 from . import operators as ops
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """Random search settings.
 
     Attributes:
@@ -23,20 +24,14 @@ class Config:
       n_shaken: how many of the best structures are shaken.
     """
 
-    shake: float = 0.0
-    shake_fraction: float = 0.25
-    n_shaken: int = 4
-
-    def __post_init__(self):
-        if not (self.shake >= 0 and 0 <= self.shake_fraction <= 1 and self.n_shaken >= 1):
-            raise ValueError("need shake >= 0, 0 <= shake_fraction <= 1, n_shaken >= 1")
+    shake: float = setting(0.0, ge=0)
+    shake_fraction: float = setting(0.25, ge=0, le=1)
+    n_shaken: int = setting(4, kind=int, ge=1)
 
 
 def run(session, config: Config) -> None:
     """Generate, relax, keep, until the budget is spent (host side)."""
-    generation = 0
-    while not session.done:
-        rng = session.rng(generation)
+    for generation, rng in session.generations(start=0):
         n = min(session.population, session.remaining)
         n_shake = int(round(config.shake_fraction * n)) if config.shake > 0 else 0
         best = session.archive.structures[: config.n_shaken] if n_shake else []
@@ -49,4 +44,3 @@ def run(session, config: Config) -> None:
                                            strain_scale=config.shake * 0.5))
             parents.append([parent.info.get("uid", "")])
         session.evaluate(generation, candidates, parents)
-        generation += 1

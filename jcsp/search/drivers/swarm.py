@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
+from ...settings import Settings, setting
 from . import operators as ops
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """PSO settings.
 
     Attributes:
@@ -40,19 +41,13 @@ class Config:
         for clusters).
     """
 
-    w_start: float = 0.9
-    w_end: float = 0.4
-    w_generations: int = 30
-    c1: float = 2.0
-    c2: float = 2.0
-    reseed: float = 0.4
-    max_velocity: float = 0.15
-
-    def __post_init__(self):
-        if not (0 <= self.reseed < 1 and self.w_generations >= 1 and self.c1 >= 0
-                and self.c2 >= 0 and self.max_velocity > 0):
-            raise ValueError("need 0 <= reseed < 1, w_generations >= 1, c1, c2 >= 0 and "
-                             "max_velocity > 0")
+    w_start: float = setting(0.9)
+    w_end: float = setting(0.4)
+    w_generations: int = setting(30, kind=int, ge=1)
+    c1: float = setting(2.0, ge=0)
+    c2: float = setting(2.0, ge=0)
+    reseed: float = setting(0.4, ge=0, lt=1)
+    max_velocity: float = setting(0.15, gt=0)
 
 
 def _coords(atoms: Atoms) -> np.ndarray:
@@ -109,11 +104,8 @@ def _move(p: _Particle, gbest: Atoms, w: float, config: Config, rng, length: flo
 
 def run(session, config: Config) -> None:
     """Fly the swarm until the budget is spent (host side)."""
-    first = session.evaluate(0, session.random_structures(session.population, session.rng(0)))
-    swarm = [_Particle(a, session.fitness(a)) for a in first]
-    generation = 1
-    while not session.done:
-        rng = session.rng(generation)
+    swarm = [_Particle(a, session.fitness(a)) for a in session.first_generation()]
+    for generation, rng in session.generations():
         k = min(len(swarm), session.remaining)
         w = config.w_start + (config.w_end - config.w_start) * min(
             1.0, (generation - 1) / config.w_generations)
@@ -140,4 +132,3 @@ def run(session, config: Config) -> None:
                 p = swarm[i]
                 p.v, p.v_cell = np.zeros_like(p.v), np.zeros((3, 3))
             swarm[i].land(atoms, session.fitness(atoms))
-        generation += 1

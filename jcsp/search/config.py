@@ -1,0 +1,212 @@
+"""The settings of one search as one frozen object (host side).
+
+:class:`SearchConfig` holds every setting that decides what a search does, with its
+default and its bounds declared once, on the field (:mod:`jcsp.settings`). Everything
+that can be checked without the potential is checked when it is built: a bad value,
+an unknown algorithm or driver option, a composition no Wyckoff combination can hold,
+point groups no cluster of the composition fits. :func:`jcsp.search.run.search` builds
+one from its keywords, the command line builds one from its flags and TOML file (its
+keys are the field names), and the run database stores its :meth:`SearchConfig.record`.
+
+Example:
+  >>> config = SearchConfig("LJ13", algorithm="basin", budget=200, cluster=True)
+  >>> config.replace(seed=2).generation_size
+  16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+from ..potentials.base import Potential
+from ..settings import Settings, setting
+from . import generate
+from .drivers import DRIVERS
+
+#: The search algorithms, by name.
+ALGORITHMS = tuple(DRIVERS)
+
+#: Crystals are drawn from the space groups with at most this many general positions
+#: unless ``groups`` is given.
+MAX_GENERAL_POSITIONS = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(Settings):
+    """What one search does.
+
+    Attributes:
+      composition: e.g. ``"Si8"``, ``"Na4Cl4"``, ``"LJ38"`` (a non-element label such as
+        ``LJ`` means identical particles).
+      algorithm: ``"random"`` (AIRSS), ``"basin"`` (parallel basin hopping),
+        ``"minima"`` (minima hopping), ``"anneal"`` (simulated annealing), ``"ga"``
+        (genetic algorithm) or ``"pso"`` (particle swarm).
+      budget: number of relaxations.
+      pressure: GPa; structures are ranked by enthalpy per atom.
+      seed: the same seed gives the same search.
+      formula_units: multiplies the composition.
+      cluster: search clusters (no cell) instead of crystals.
+      groups: space groups random crystals are drawn from (default: every feasible one
+        with at most 48 general positions).
+      cluster_symmetry: point groups of random clusters: True (a random feasible group
+        of :data:`jcsp.search.pointgroup.GROUPS`, C1 included, for each start), a list
+        of Schoenflies symbols such as ``["Td", "Oh", "Ih"]``, or False / None for
+        plain random points in a sphere. Crystals take ``groups`` instead and accept
+        only True, False or None here.
+      volume: target cell volume of random crystals, Å³ (default from covalent radii).
+      population: structures per generation = relaxation batch size (default
+        ``min(budget, 16)``, see :attr:`generation_size`).
+      fmax: relaxation force criterion, eV/Å.
+      max_steps: relaxation steps per structure.
+      target: stop as soon as the best enthalpy per atom reaches this (eV/atom).
+      max_grade: with a machine-learned potential that carries its training domain,
+        relaxed structures whose extrapolation grade (:mod:`jcsp.ml.domain`) exceeds
+        this are set aside as failed; None keeps them. Classical potentials are not
+        graded.
+      options: the driver's settings (the fields of its ``Config`` in
+        :mod:`jcsp.search.drivers`); unknown keys fail.
+    """
+
+    composition: str = setting(None, kind=str)
+    algorithm: Literal["random", "basin", "minima", "anneal", "ga", "pso"] = setting(
+        "random", kind=str, choices=ALGORITHMS)
+    budget: int = setting(100, kind=int, ge=1)
+    pressure: float = setting(0.0)
+    seed: int = setting(0, kind=int, ge=0)
+    formula_units: int = setting(1, kind=int, ge=1)
+    cluster: bool = setting(False, kind=bool)
+    groups: tuple[int, ...] | None = None
+    cluster_symmetry: bool | tuple[str, ...] | None = True
+    volume: float | None = setting(None, optional=True, gt=0)
+    population: int | None = setting(None, kind=int, optional=True, ge=1)
+    fmax: float = setting(0.01, gt=0)
+    max_steps: int = setting(2000, kind=int, ge=1)
+    target: float | None = setting(None, optional=True)
+    max_grade: float | None = setting(3.0, optional=True, gt=0)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        counts = self.counts  # a readable composition
+        self._set("options", dict(self.options or {}))
+        self.driver_config  # noqa: B018  (known options with valid values)
+        symmetry = self.cluster_symmetry
+        if isinstance(symmetry, (list, tuple)):
+            self._set("cluster_symmetry", tuple(str(g) for g in symmetry))
+        elif symmetry not in (True, False, None):
+            raise ValueError(f"SearchConfig.cluster_symmetry must be True, False, None or a "
+                             f"list of point groups, got {symmetry!r}")
+        if self.groups is not None:
+            try:
+                groups = tuple(sorted({int(g) for g in self.groups}))
+            except (TypeError, ValueError):
+                raise ValueError(f"SearchConfig.groups must be space-group numbers, got "
+                                 f"{self.groups!r}") from None
+            if not all(1 <= g <= 230 for g in groups):
+                raise ValueError(f"space groups are numbered 1 to 230, got {list(groups)}")
+            self._set("groups", groups)
+        if self.cluster:
+            if self.groups is not None:
+                raise ValueError("groups (space groups) apply to crystals, not clusters")
+            self.point_groups  # noqa: B018  (some group holds the counts)
+            return
+        if isinstance(self.cluster_symmetry, tuple):
+            raise ValueError("cluster_symmetry applies to clusters; crystals take space "
+                             "groups (groups=)")
+        pool = self.space_groups
+        if not generate.feasible_groups(counts, pool):
+            named = list(pool) if len(pool) < 8 else "those allowed"
+            raise ValueError(f"no space group among {named} has Wyckoff positions adding "
+                             f"up to {counts}; allow more groups or change the composition")
+
+    @classmethod
+    def from_keywords(cls, composition: "str | SearchConfig", **settings) -> "SearchConfig":
+        """A config from a composition and keywords, or a copy of a config with the
+        keywords changed; an unknown keyword is a ValueError naming the known ones."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"unknown search setting(s) {unknown}; known: "
+                             f"{', '.join(known)}")
+        if isinstance(composition, SearchConfig):
+            return composition.replace(**settings)
+        if "composition" in settings:
+            raise ValueError("composition given twice")
+        return cls(composition, **settings)
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    # --- derived settings -------------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        """Atoms of each species: the composition times ``formula_units``."""
+        return generate.parse_composition(self.composition, self.formula_units)
+
+    @property
+    def generation_size(self) -> int:
+        """Structures per generation: ``population``, or ``min(budget, 16)``."""
+        return self.population if self.population is not None else min(self.budget, 16)
+
+    @property
+    def driver_config(self):
+        """The driver's frozen ``Config`` built from ``options``."""
+        config_cls, _ = DRIVERS[self.algorithm]
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(self.options) - names)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for algorithm {self.algorithm!r}; "
+                             f"it accepts {sorted(names)}")
+        try:
+            return config_cls(**self.options)
+        except ValueError as err:
+            raise ValueError(f"bad options for algorithm {self.algorithm!r}: {err}") from None
+
+    @property
+    def space_groups(self) -> tuple[int, ...]:
+        """The space groups random crystals may take (before the feasibility check)."""
+        if self.groups is not None:
+            return self.groups
+        return tuple(g for g in range(1, 231)
+                     if len(generate.wyckoff.operations(g)[0]) <= MAX_GENERAL_POSITIONS)
+
+    @property
+    def point_groups(self) -> tuple[str, ...] | None:
+        """The point groups random clusters are drawn from, None for plain random
+        clusters (and for crystals)."""
+        if not self.cluster or self.cluster_symmetry in (None, False):
+            return None
+        return tuple(generate.cluster_groups(self.counts, self.cluster_symmetry))
+
+    def check_potential(self, potential: Potential) -> None:
+        """Raise ValueError if ``potential`` cannot run this search."""
+        if not isinstance(potential, Potential):
+            raise ValueError(f"potential must be a jcsp potential, got "
+                             f"{type(potential).__name__}")
+        potential.check_species([generate.species_number(s) for s in self.counts])
+        if not self.cluster and potential.cutoff is None:
+            raise ValueError(f"{potential!r} has no cutoff (all pairs): it only works for "
+                             "clusters; pass cluster=True or give the potential a cutoff")
+
+    def record(self, potential: Potential) -> dict:
+        """The run record stored in the database (JSON data): the settings as resolved
+        (population, point groups), the potential's repr, and ``max_grade`` only for a
+        potential that carries a training domain."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record.update(population=self.generation_size, potential=repr(potential),
+                      groups=None if self.groups is None else list(self.groups),
+                      options=dict(self.options))
+        del record["cluster_symmetry"]
+        if self.point_groups is not None:
+            record["cluster_symmetry"] = list(self.point_groups)
+        if potential.domain is None:
+            del record["max_grade"]
+        return record
+
+
+#: Run-record keys a resumed search may change: it extends or shortens the same run.
+RESUMABLE_CHANGES = ("budget", "target")
+
+
+__all__ = ["ALGORITHMS", "MAX_GENERAL_POSITIONS", "RESUMABLE_CHANGES", "SearchConfig"]
