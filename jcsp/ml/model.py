@@ -64,19 +64,17 @@ class ModelConfig:
       cutoff: radial cutoff in Å.
       channels: multiplicity of every irrep in the hidden features.
       l_max: highest rotation order of the spherical harmonics (and of the density A).
-        4 by default: on mlearn Mo it brought the test force MAE from 0.108 (``l_max =
-        3``) to 0.088 eV/Å at twice the step cost (experiments/mlearn/README.md,
-        session 9); 2 was clearly worse than 3.
+        4 by default: on the mlearn sets it gives lower test force errors than 3, at
+        about twice the step cost (measurements in experiments/mlearn/README.md).
       hidden_l_max: highest rotation order of the node features passed between layers:
         0 (the default) passes invariant features, which makes messages an outer
         product (cheap); higher values give NequIP-style equivariant features and
         tensor-product messages (richer, slower).
       n_layers: interaction layers (receptive field ``n_layers * cutoff``). One layer
         (the default) is an atomic-cluster-expansion-like local model of body order
-        ``correlation + 1``; on the mlearn sets it generalised better to unseen surfaces
-        than two (Si test energy MAE 1.83 against 3.59 meV/atom, Mo 2.76 against 3.91;
-        experiments/mlearn/README.md) at two thirds of the training-step cost. A second
-        layer fits the training forces more closely (Mo test 0.100 against 0.108 eV/Å).
+        ``correlation + 1``; on the mlearn sets it generalises better to unseen surfaces
+        than two, at a lower training-step cost, while a second layer fits forces more
+        closely (measurements in experiments/mlearn/README.md).
       correlation: body-order of the product basis per layer (1 = NequIP-like, 2 or 3).
       n_radial: Bessel basis functions.
       radial_hidden: width of the radial MLP.
@@ -103,17 +101,17 @@ class ModelConfig:
         with ``zero_isolated``, so the reference energies are the free atoms' energies
         (training estimates them from the cohesive energies: ``TrainConfig.free_atoms``).
         ``None`` (the default) decides from ``species`` once they are known: on when
-        every species is a metal (not in :data:`NONMETALS`), off otherwise. On the
-        mlearn sets it lowered the Mo test energy MAE from 3.22 to 1.65 meV/atom and
-        raised Si's from 1.79 to 2.36 (experiments/mlearn/README.md, sessions 13-15).
+        every species is a metal (not in :data:`NONMETALS`), off otherwise: on the
+        mlearn sets it lowers the test energy error of the metal (Mo) and raises that of
+        the covalent Si (measurements in experiments/mlearn/README.md).
       product_basis: how the invariant product features are computed where a layer's
         outputs are scalars (always with ``hidden_l_max = 0``). ``"symmetric"`` (the
         default): one feature per distinct invariant of the density, i.e. per sorted
         triple ``l1 <= l2 <= l3`` with a 3j symbol (:func:`symmetric_invariants`).
         ``"tensor"``: e3nn's iterated tensor products, which give the same span of
         features but every ordering of the angular momenta separately (48 features per
-        channel for ``l_max = 4``, ``correlation = 3``, against 20); the format of models
-        saved before this option existed.
+        channel for ``l_max = 4``, ``correlation = 3``, against 20); checkpoints whose
+        ``model.json`` names no ``product_basis`` use it.
     """
 
     species: tuple[int, ...] = ()
@@ -272,8 +270,8 @@ def symmetric_invariants(a: Array, l_max: int, correlation: int) -> Array:
     unique), and the ordering of ``l1, l2, l3`` only flips its sign, so these span the
     same features as the scalar parts of e3nn's iterated ``tensor_product(a, a)`` and
     ``(a (x) a) (x) a`` (``tests/test_ml_model.py`` checks this) with the repeats left
-    out: 20 per channel instead of 48 for ``l_max = 4``, at a seventh of the cost of
-    the doubly differentiated product on a CPU.
+    out: 20 per channel instead of 48 for ``l_max = 4``, and far cheaper to
+    differentiate twice (as training does) than the iterated product.
     """
     blocks = [a[..., l * l:(l + 1) ** 2] for l in range(l_max + 1)]
     out = [blocks[0][..., 0]]
@@ -337,7 +335,7 @@ class SpeciesLinear(nn.Module):
     The same parameters (names, shapes, initialisation) as ``e3nn.flax.Linear(...,
     num_indexed_weights=n_species, force_irreps_out=True)``, but applied as one dense
     map of all atoms per species followed by a one-hot pick, instead of copying a weight
-    matrix to every atom (which dominated the training step on CPU).
+    matrix to every atom (slow on a CPU).
     """
 
     irreps_out: e3nn.Irreps

@@ -50,10 +50,8 @@ class TrainConfig:
 
     Attributes:
       epochs: passes over the training set (upper bound; see ``max_time``). 250 by
-        default: on the mlearn sets, 650 epochs (what 55 minutes held once the step got
-        fast) fitted the training forces ever closer while the validation and test
-        forces got worse (Mo 0.093 against 0.089 eV/Å at 250, Si 0.060 against 0.055);
-        experiments/mlearn/README.md, session 14.
+        default: on the mlearn sets, longer runs fit the training forces ever closer
+        while the test forces get worse (measurements in experiments/mlearn/README.md).
       max_time: wall-clock budget in seconds for the whole run (schedule included).
       lr: peak learning rate; warmup: fraction of progress spent warming up;
       lr_final: final learning rate as a fraction of ``lr``.
@@ -245,8 +243,8 @@ def make_step(model: ModelConfig, cfg: TrainConfig) -> Callable:
     @jax.jit
     def step(state: State, fixed, batch, lr, weights):
         if jax.tree.leaves(state.params)[0].shape[0] == 1:
-            # One member: drop the member axis inside (a vmap of size 1 slows XLA's CPU
-            # kernels by a third).
+            # One member: drop the member axis inside (XLA's CPU kernels run slower
+            # under a vmap of size 1).
             first = functools.partial(jax.tree.map, lambda x: x[0])
             out = one(first(state.params), first(state.opt_state), first(state.ema),
                       state.step, fixed, first(batch), lr, weights)
@@ -462,8 +460,7 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
     # structures (surfaces, vacancies) are fitted only in the energy-weighted final
     # phase, and a 10 % validation split of ~200 structures holds zero or one of them,
     # so picking the best-validated epoch is mostly noise that can land before that
-    # phase (on mlearn Mo it kept an epoch whose *training* surfaces were 33 meV/atom
-    # too low; 2 meV/atom at the end). Early-stopped runs keep their best epoch.
+    # phase. Early-stopped runs keep their best epoch.
     early = stale >= cfg.patience
     kept = best_net if early or not history else state.ema
     trained = checkpoint.save_model(out, model, cfg, jax.device_get(kept),
