@@ -23,15 +23,19 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures, spacegroup
-from .io import write_structures
-from .io import POTENTIAL_HELP, describe_potential, potential_from_table
+from .cli_ml import add_commands
+from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures
+from .io import POTENTIAL_HELP, describe_potential, potential_from_table, write_structures
+from .relax import relax
 from .search.config import SearchConfig
 from .search.run import ranking_table, search
 from .settings import rule_of
+from .structures.symmetry import spacegroup
 from .units import EV_PER_A3_IN_GPA
 
 EXIT_INPUT = 2
+#: Some input structures were invalid (skipped and listed); the others were relaxed.
+EXIT_INVALID = 3
 #: Default spglib tolerance (Å) of the tables: loose enough to recognise a crystal
 #: relaxed to fmax = 0.01 eV/Å, whose atoms sit ~1e-3 Å off their ideal sites.
 SYMPREC = 0.1
@@ -91,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="structure files: CIF, POSCAR/CONTCAR/*.vasp, extxyz/xyz (all "
                             "frames), ASE .traj (default: the shipped examples)")
     relax.add_argument("-p", "--potential", default="sw-si", metavar="SPEC",
-                       help="sw-si (default), ml-si (shipped ML model), MODEL_DIR (from "
-                            "jcsp train), FILE.sw, FILE.eam[.alloy|.fs], lj or "
-                            "lj:epsilon=E,sigma=S,cutoff=RC")
+                       help=POTENTIAL_HELP)
     relax.add_argument("--pressure", type=_finite_float, default=0.0, metavar="GPA",
                        help="external hydrostatic pressure in GPa (default 0)")
     relax.add_argument("--fmax", type=_positive_float, default=0.01, metavar="EV_PER_A",
@@ -127,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"spglib tolerance, Å (default {SYMPREC})")
     info.set_defaults(func=run_info)
     _add_search(sub)
-    from .cli_ml import add_commands
     add_commands(sub, positive_int=_positive_int, positive_float=_positive_float)
     return parser
 
@@ -164,18 +165,13 @@ def _one_line(err: BaseException) -> str:
 
 # --- jcsp relax ---------------------------------------------------------------------
 def run_relax(args) -> int:
-    import jcsp
-
     inputs = args.input or [EXAMPLE_POPULATION]
-    structures = read_structures(inputs)
+    # Geometry is checked by relax itself, per structure: one bad structure is reported
+    # and skipped instead of stopping the run.
+    structures = read_structures(inputs, validate=False)
     labels = [a.info.get("name") or a.info.get("source") or f"#{i}"
               for i, a in enumerate(structures)]
     potential = load_potential(args.potential)
-    for label, atoms in zip(labels, structures):
-        try:
-            potential.check_species(atoms.numbers)
-        except ValueError as err:
-            raise InputError(f"{label}: {err}") from None
     sizes = sorted({len(a) for a in structures})
     count = f"{len(structures)} structure" + ("s" if len(structures) > 1 else "")
     atoms_range = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
@@ -183,21 +179,29 @@ def run_relax(args) -> int:
           f"{args.potential} at {args.pressure:g} GPa, "
           f"{args.optimizer}, fmax {args.fmax:g} eV/Å"
           + (", fixed cell" if args.fixed_cell else ""), file=sys.stderr)
-    relaxed = jcsp.relax(structures, potential, fmax=args.fmax, pressure=args.pressure,
-                         relax_cell=not args.fixed_cell, optimizer=args.optimizer,
-                         max_steps=args.max_steps, smax=args.smax,
-                         batch_size=args.batch_size, progress=not args.quiet,
-                         dtype=args.dtype)
+    relaxed = relax(structures, potential, fmax=args.fmax, pressure=args.pressure,
+                    relax_cell=not args.fixed_cell, optimizer=args.optimizer,
+                    max_steps=args.max_steps, smax=args.smax, batch_size=args.batch_size,
+                    progress=not args.quiet, dtype=args.dtype)
+    invalid = [i for i, atoms in enumerate(relaxed) if atoms.info.get("invalid")]
+    for i in invalid:
+        print(f"jcsp: skipped {labels[i]} (input structure {i}): "
+              f"{relaxed[i].info['error']}", file=sys.stderr)
     rows = summarise(relaxed, labels, pressure=args.pressure, symprec=args.symprec)
     print(format_table(rows, pressure=args.pressure))
     if args.output:
         written = write_outputs(Path(args.output), relaxed, rows)
         print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
-    failed = sum(r["failed"] for r in rows)
+    failed = sum(r["failed"] for r in rows) - len(invalid)
     unconverged = sum(not r["converged"] and not r["failed"] for r in rows)
     if failed or unconverged:
         print(f"jcsp: {failed} failed, {unconverged} not converged within "
               f"{args.max_steps} steps", file=sys.stderr)
+    if invalid:
+        print(f"jcsp: {len(invalid)} of {len(relaxed)} input structures were invalid and "
+              "not relaxed (listed above); the others were relaxed and written",
+              file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 
@@ -224,7 +228,8 @@ def summarise(relaxed, labels, *, pressure: float, symprec: float) -> list[dict]
             "spacegroup": "-" if failed else spacegroup(atoms, symprec),
             "converged": bool(info.get("converged", False)), "failed": failed,
             "steps": int(info.get("steps", 0)),
-            "failure_reason": str(info.get("failure_reason", "") or "") if failed else "",
+            "failure_reason": str(info.get("error") or info.get("failure_reason") or "")
+                              if failed else "",
         })
 
     def key(row):
@@ -263,12 +268,15 @@ def format_table(rows: list[dict], *, pressure: float) -> str:
 def write_outputs(outdir: Path, relaxed, rows: list[dict]) -> list[Path]:
     """relaxed.extxyz (input order, with info), cif/ (ranked) and summary.csv.
 
+    Invalid inputs (not relaxed) appear only in summary.csv, with their error.
     Returns the paths written (``cif/`` once, if any CIF was written).
     """
     outdir.mkdir(parents=True, exist_ok=True)
     by_index = {r["index"]: r for r in rows}
     annotated = []
     for i, atoms in enumerate(relaxed):
+        if atoms.info.get("invalid"):
+            continue
         row = by_index[i]
         copy = atoms.copy()
         copy.calc = atoms.calc
