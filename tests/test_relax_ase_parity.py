@@ -7,8 +7,6 @@ no code with them.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import scipy.linalg
@@ -17,14 +15,10 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE, LBFGS
 
 import jcsp
+from jcsp.io import load_potential
 from jcsp.potentials import LennardJones
 from jcsp.relax import LBFGSConfig, cell_filter as cf
 from jcsp.units import EV_PER_A3_IN_GPA, voigt_to_full
-
-try:  # scipy's 3x3 solves inside ASE's filter crawl when BLAS threads fight for 2 cores
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
 
 LJ = LennardJones(0.0104, 3.4, 8.5, truncation="smooth")
 FMAX = 1e-4
@@ -44,6 +38,9 @@ def _crystal(seed, a0):
 CASES = [(_crystal(1, 5.3), 0.0), (_crystal(2, 5.2), 0.0), (_crystal(3, 4.6), 10.0),
          (_crystal(4, 4.6), 10.0)]
 CALC = jcsp.JCSPCalculator(LJ)  # one calculator: its compiled function is reused
+#: Stillinger-Weber silicon as `--potential sw-si` loads it (LAMMPS's Si.sw parameters).
+SW = load_potential("sw-si")
+SW_CALC = jcsp.JCSPCalculator(SW)
 
 
 def _ase_relax(atoms, pressure_gpa, optimizer, *, cell=True):
@@ -52,8 +49,7 @@ def _ase_relax(atoms, pressure_gpa, optimizer, *, cell=True):
     p = pressure_gpa / EV_PER_A3_IN_GPA
     target = FrechetCellFilter(atoms, scalar_pressure=p) if cell else atoms
     opt = optimizer(target, logfile=None)
-    with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
-        opt.run(fmax=FMAX, steps=3000)
+    opt.run(fmax=FMAX, steps=3000)
     assert opt.converged()
     return atoms, atoms.get_potential_energy() + p * atoms.get_volume(), opt.nsteps
 
@@ -166,14 +162,39 @@ def test_fixed_cell_matches_ase_fire():
 
 @pytest.mark.slow
 def test_lbfgs_safeguard_recovers_from_overshooting():
-    """With a far too soft initial Hessian (alpha = 1 eV/Å²) steps overshoot; the
-    enthalpy safeguard still reaches ASE's minimum."""
+    """A soft initial Hessian (alpha = 1 eV/Å², maxstep 0.5 Å) on the argon case still
+    reaches ASE's FIRE minimum. (Here ASE's LBFGS, which has no safeguard, takes the same
+    12 steps: no step goes uphill; the companion test below is the one where the
+    safeguard must act.)"""
     atoms, p = CASES[0]
     out = jcsp.relax([atoms], LJ, fmax=FMAX, pressure=p,
                      optimizer=LBFGSConfig(alpha=1.0, maxstep=0.5), max_steps=2000)[0]
     _, h_ase, _ = _ase_relax(atoms, p, FIRE)
     assert out.info["converged"]
     assert abs(out.info["enthalpy"] - h_ase) / len(atoms) < 1e-6
+
+
+def test_lbfgs_safeguard_on_stiff_silicon_reaches_diamond():
+    """CI-sized companion of the slow test above, where the safeguard must act: an initial
+    Hessian far too soft for Stillinger-Weber silicon (alpha = 1 eV/Å², maxstep 0.5 Å).
+    ASE's LBFGS, which has no safeguard, goes uphill on the same start; jcsp's rejects
+    those steps and still reaches diamond, -2 epsilon = -4.3366 eV/atom (Stillinger &
+    Weber 1985)."""
+    rng = np.random.default_rng(0)
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True)
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + 0.03 * rng.normal(size=(3, 3))),
+                   scale_atoms=True)
+    atoms.positions += rng.normal(0.0, 0.1, atoms.positions.shape)
+    config = LBFGSConfig(alpha=1.0, maxstep=0.5)
+    ref = atoms.copy()
+    ref.calc = SW_CALC
+    opt = LBFGS(FrechetCellFilter(ref), alpha=config.alpha, maxstep=config.maxstep,
+                logfile=None)
+    energies = [ref.get_potential_energy() for _ in opt.irun(fmax=1e-3, steps=40)]
+    assert np.sum(np.diff(energies) > 1e-6) >= 3  # the soft start really overshoots
+    out = jcsp.relax([atoms], SW, fmax=1e-3, optimizer=config, max_steps=300)[0]
+    assert out.info["converged"] and out.info["steps"] > 10
+    assert out.info["energy"] / len(out) == pytest.approx(-2 * 2.1683, abs=1e-6)
 
 
 def test_lbfgs_rejects_uphill_steps_on_a_stiff_quadratic():
@@ -204,11 +225,8 @@ def test_lbfgs_rejects_uphill_steps_on_a_stiff_quadratic():
 
 
 def test_sw_silicon_matches_ase_fire():
-    """Stillinger-Weber silicon (LAMMPS's Si.sw), rattled and strained diamond cells at 0
+    """Stillinger-Weber silicon, rattled and strained diamond cells at 0
     and 10 GPa: jcsp's FIRE and ASE's FIRE + FrechetCellFilter agree."""
-    from jcsp.potentials import StillingerWeber
-
-    sw = StillingerWeber.from_lammps("/usr/share/lammps/potentials/Si.sw")
     rng = np.random.default_rng(11)
     cases = []
     for a0, p in [(5.43, 0.0), (5.35, 10.0)]:
@@ -218,14 +236,12 @@ def test_sw_silicon_matches_ase_fire():
         atoms.positions += rng.normal(0.0, 0.1, atoms.positions.shape)
         cases.append((atoms, p))
     fmax = 1e-3
-    out = jcsp.relax([a for a, _ in cases], sw, fmax=fmax, pressure=[p for _, p in cases])
-    calc = jcsp.JCSPCalculator(sw)
+    out = jcsp.relax([a for a, _ in cases], SW, fmax=fmax, pressure=[p for _, p in cases])
     for (atoms, p), res in zip(cases, out):
         ref = atoms.copy()
-        ref.calc = calc
+        ref.calc = SW_CALC
         opt = FIRE(FrechetCellFilter(ref, scalar_pressure=p / EV_PER_A3_IN_GPA), logfile=None)
-        with threadpool_limits(1) if threadpool_limits else contextlib.nullcontext():
-            opt.run(fmax=fmax, steps=3000)
+        opt.run(fmax=fmax, steps=3000)
         h_ase = ref.get_potential_energy() + p / EV_PER_A3_IN_GPA * ref.get_volume()
         assert res.info["converged"] and res.info["steps"] > 10
         assert abs(res.info["enthalpy"] - h_ase) / len(atoms) < 1e-4
