@@ -27,7 +27,7 @@ from .cli_ml import add_commands
 from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures
 from .io import POTENTIAL_HELP, describe_potential, potential_from_table, write_structures
 from .relax import relax
-from .search.config import SearchConfig
+from .search.config import MAX_GENERAL_POSITIONS, SearchConfig
 from .search.run import ranking_table, search
 from .settings import rule_of
 from .structures.symmetry import spacegroup
@@ -362,10 +362,14 @@ def _search_fields() -> dict:
 
 
 def _search_default(field) -> str:
-    if field.name == "population":
-        return "min(budget, 16)"
-    if field.name == "cluster_symmetry":
-        return "all"
+    """A field's default as the help text shows it (the settings left None say what
+    the search does instead)."""
+    instead = {"population": "min(budget, 16)", "cluster_symmetry": "all",
+               "groups": f"every feasible one with at most {MAX_GENERAL_POSITIONS} "
+                         "general positions",
+               "volume": "from covalent radii"}
+    if field.name in instead:
+        return instead[field.name]
     return "none" if field.default is None else f"{field.default:g}" \
         if isinstance(field.default, float) else str(field.default)
 
