@@ -19,11 +19,14 @@ import json
 import jax
 from jax import monitoring
 events = {}
-monitoring.register_event_listener(lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
+def count(name, **kwargs):
+    events[name] = events.get(name, 0) + 1
+monitoring.register_event_listener(count)
 import jcsp
 from ase.build import bulk
 atoms = bulk("Ar", "fcc", a=5.26)
-atoms.calc = jcsp.JCSPCalculator(jcsp.potentials.LennardJones(epsilon=0.0104, sigma=3.4, cutoff=6.0))
+lj = jcsp.potentials.LennardJones(epsilon=0.0104, sigma=3.4, cutoff=6.0)
+atoms.calc = jcsp.JCSPCalculator(lj)
 energy = atoms.get_potential_energy()
 print("RESULT", json.dumps({
     "dir": None if jcsp.compile_cache.enabled() is None else str(jcsp.compile_cache.enabled()),
