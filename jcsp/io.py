@@ -27,7 +27,6 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from .structures.convert import StructureError, check_structure
-from .structures.symmetry import spacegroup  # noqa: F401  (until jcsp/cli.py imports it from structures)
 
 #: Folder of the data shipped with jcsp.
 DATA_DIR = Path(__file__).resolve().parent / "data"
