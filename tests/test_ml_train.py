@@ -64,7 +64,7 @@ def committee_run(tmp_path_factory):
 
 def test_training_learns_the_reference(committee_run):
     out, trained, valid_set = committee_run
-    pot = jcsp.potentials.load(out)
+    pot = jcsp.ml.load(out).potential
     assert isinstance(pot, jcsp.ml.Committee) and pot.committee_size == 2
     after = metrics(predict_structures(pot, valid_set))
     # The same network before training (reference energies and scale as trained).
@@ -98,7 +98,7 @@ def test_history_and_files(committee_run):
     # epoch picked by the validation score).
     run = checkpoint.load_state(out)
     assert run.epoch == 40
-    saved = jcsp.potentials.load(out).params["net"]
+    saved = jcsp.ml.load(out).potential.params["net"]
     for x, y in zip(jax.tree.leaves(run.state.ema), jax.tree.leaves(saved)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6)
     best = int(np.argmin([h["valid_loss"] for h in run.history])) + 1
@@ -110,7 +110,7 @@ def test_history_and_files(committee_run):
 def test_trained_model_relaxes_and_searches(committee_run):
     """A trained potential drops into jcsp.relax like a classical one."""
     out, _, _ = committee_run
-    pot = jcsp.potentials.load(out)
+    pot = jcsp.ml.load(out).potential
     atoms = bulk("Si", "diamond", 5.5, cubic=True)
     atoms.rattle(0.05, seed=1)
     result = jcsp.relax([atoms], pot, fmax=0.05, max_steps=300, progress=False)
@@ -123,7 +123,7 @@ def test_training_domain_and_extrapolation_grade(committee_run):
     farthest one), is invariant to rotation, translation and atom order, and grades a
     dense arrangement unlike any training cell far outside."""
     out, _, valid_set = committee_run
-    pot = jcsp.potentials.load(out)
+    pot = jcsp.ml.load(out).potential
     assert pot.domain is not None and pot.domain.mean.shape == (2, TINY.readout_hidden)
     train_grades = jcsp.ml.extrapolation_grades(pot, _si_set(12, 0))
     assert train_grades.max() == pytest.approx(1.0, abs=1e-9)
@@ -145,7 +145,7 @@ def test_training_domain_and_extrapolation_grade(committee_run):
 
 def test_search_sets_aside_extrapolated_structures(committee_run):
     out, _, _ = committee_run
-    pot = jcsp.potentials.load(out)
+    pot = jcsp.ml.load(out).potential
     common = dict(budget=4, population=4, seed=2, max_steps=150, fmax=0.1)
     # Every relaxed structure grades above 1e-6 (the training atoms' mean grades ~0.3).
     strict = jcsp.search("Si4", pot, max_grade=1e-6, **common)
@@ -193,23 +193,23 @@ def test_corrupt_and_mismatched_checkpoints(committee_run, tmp_path):
     blob = (bad / "params.msgpack").read_bytes()
     (bad / "params.msgpack").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="checksum"):
-        jcsp.potentials.load(bad)
+        jcsp.ml.load(bad).potential
     other = tmp_path / "other"
     shutil.copytree(out, other)
     meta = json.loads((other / "model.json").read_text())
     meta["model"]["channels"] = 8
     (other / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="do not match the configuration"):
-        jcsp.potentials.load(other)
+        jcsp.ml.load(other).potential
     with pytest.raises(CheckpointError, match="missing"):
-        jcsp.potentials.load(tmp_path)
+        jcsp.ml.load(tmp_path).potential
     wrong_domain = tmp_path / "domain"
     shutil.copytree(out, wrong_domain)
     meta = json.loads((wrong_domain / "model.json").read_text())
     meta["domain"]["mean"] = meta["domain"]["mean"][:1]
     (wrong_domain / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="domain"):
-        jcsp.potentials.load(wrong_domain)
+        jcsp.ml.load(wrong_domain).potential
 
 
 
