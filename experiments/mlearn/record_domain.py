@@ -4,7 +4,7 @@ Rebuilds the model's training split (the seed and validation fraction saved in i
 ``model.json``) from the data files it was trained on, fits the feature statistics of
 :mod:`jcsp.ml.domain` and adds them to ``model.json`` (the weights are not touched).
 
-    python experiments/mlearn/record_domain.py jcsp/data/models/si-mlearn \\
+    python experiments/mlearn/record_domain.py runs/old-si-model \\
         ../shared/data/mlearn/Si/training.json
 """
 
