@@ -24,7 +24,6 @@ from jcsp.ml.data import Packer, labels_of
 from jcsp.ml.model import ModelConfig, init_params
 from jcsp.ml.potential import Committee, EquivariantPotential
 from jcsp.structures.convert import from_atoms
-from jcsp.structures.population import pad_atoms
 from jcsp.units import voigt_to_full
 
 
