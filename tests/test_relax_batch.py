@@ -213,6 +213,43 @@ def test_bad_structures_raise_clear_errors_when_strict():
         jcsp.relax([], POT)
 
 
+def test_ewald_box_resized_when_the_cell_outgrows_it():
+    """CI-sized: primitive NaCl (2 atoms) compressed to a = 3.7 Å expands to 5.62 Å,
+    past the reciprocal box sized for the start cell (with its 1.25 margin), so the
+    driver must resize the potential mid-run. Reference: the rock-salt energy from the
+    Madelung constant (1.747564594633) plus the Buckingham Na-Cl pairs within the cutoff
+    (ASE's neighbor list), minimised over the lattice constant by scipy."""
+    from ase.neighborlist import neighbor_list
+    from scipy.optimize import minimize_scalar
+
+    from jcsp.potentials.ewald import required_kmax
+    from jcsp.units import COULOMB_EV_A
+
+    a_buck, rho, c6, cutoff = 1254.9, 0.317, 6.99, 6.0
+    nacl = jcsp.potentials.BuckinghamCoulomb(pairs={("Na", "Cl"): (a_buck, rho, c6)},
+                                             charges={"Na": 1.0, "Cl": -1.0}, cutoff=cutoff)
+
+    def rock_salt(a):  # eV per NaCl pair
+        atoms = bulk("NaCl", "rocksalt", a=a)
+        i, j, d = neighbor_list("ijd", atoms, cutoff)
+        d = d[atoms.numbers[i] != atoms.numbers[j]]
+        return 0.5 * np.sum(a_buck * np.exp(-d / rho) - c6 / d**6) \
+            - 1.747564594633 * COULOMB_EV_A / (a / 2)
+
+    ref = minimize_scalar(rock_salt, bounds=(5.0, 6.2), method="bounded",
+                          options=dict(xatol=1e-9))
+    start = bulk("NaCl", "rocksalt", a=3.7)
+    start.positions += np.random.default_rng(0).normal(0.0, 0.05, start.positions.shape)
+    out = jcsp.relax([start], nacl, fmax=1e-4)[0]
+    box = nacl.for_cells(start.cell[:][None]).ewald.kmax
+    need = required_kmax(out.cell[:][None], nacl.ewald.gmax)[0]
+    assert np.any(need > np.asarray(box)), (box, need)  # the start box cannot hold it
+    assert out.info["converged"] and not out.info["failed"]
+    assert out.info["energy"] == pytest.approx(ref.fun, abs=1e-7)
+    assert out.get_volume() == pytest.approx(ref.x**3 / 4, rel=1e-4)
+    np.testing.assert_allclose(out.cell.angles(), 60.0, atol=0.01)  # still rock salt
+
+
 @pytest.mark.slow
 def test_cell_outgrowing_a_static_ewald_box_is_resized_not_failed():
     """Compressed NaCl expands by more than the Ewald k box's margin: the energy turns
@@ -229,6 +266,26 @@ def test_cell_outgrowing_a_static_ewald_box_is_resized_not_failed():
     check = out.copy()
     check.calc = jcsp.JCSPCalculator(nacl)
     assert abs(check.get_potential_energy() - out.info["energy"]) < 1e-9
+
+
+def test_verlet_lists_reused_between_rebuilds_give_exact_results(streamed):
+    """CI-sized: a 0.2 Å skin (lists kept until Verlet's bound on how far any pair
+    moved, 2 max|u| + list cutoff x |strain|, reaches the skin) and skin 0 (lists rebuilt
+    every step) give the default skin's relaxations to round-off."""
+    skin = 0.2
+    small = jcsp.relax(GOOD[:2], POT, fmax=FMAX, batch_size=B, skin=skin)
+    every = jcsp.relax(GOOD[:2], POT, fmax=FMAX, batch_size=B, skin=0.0)
+    for atoms, a, b, c in zip(GOOD, small, every, streamed[:2]):
+        # The whole relaxation moved pairs by several skins: lists were rebuilt mid-run.
+        u = (c.get_scaled_positions(wrap=False) - atoms.get_scaled_positions(wrap=False))
+        u = np.linalg.norm(u @ c.cell[:], axis=1).max()
+        strain = np.linalg.solve(atoms.cell[:], c.cell[:]) - np.eye(3)
+        assert 2 * u + (POT.cutoff + skin) * np.linalg.norm(strain) > 3 * skin
+        for x in (a, b):
+            np.testing.assert_allclose(x.positions, c.positions, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(x.cell[:], c.cell[:], rtol=0, atol=1e-10)
+            assert abs(x.info["energy"] - c.info["energy"]) < 1e-12
+            assert x.info["steps"] == c.info["steps"] and x.info["converged"]
 
 
 @pytest.mark.slow
