@@ -7,7 +7,9 @@ runs check the written results against ASE's own Lennard-Jones calculator.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import subprocess
 import sys
 
@@ -36,11 +38,6 @@ Direct
 # Argon-like LJ, energy shifted to zero at the cutoff: ASE's LennardJones(smooth=False)
 LJ_SPEC = "lj:epsilon=0.0104,sigma=3.4,cutoff=8.5"
 ASE_LJ = dict(epsilon=0.0104, sigma=3.4, rc=8.5, smooth=False)
-
-
-def needs_relax():
-    if not callable(getattr(jcsp, "relax", None)):
-        pytest.skip("jcsp.relax not available yet")
 
 
 def run_main(capsys, *argv):
@@ -80,8 +77,6 @@ def bad_files(tmp_path):
     (["relax", "{d}/bad.cif"], r"bad\.cif: malformed CIF"),
     (["relax", "{d}/POSCAR"], r"POSCAR: malformed POSCAR file: line 5"),
     (["relax", "{d}/element.vasp"], r"unknown element symbol 'Qq'"),
-    (["relax", "{d}/overlap.vasp"], r"overlap\.vasp: atoms overlap"),
-    (["relax", "{d}/flat.vasp"], r"flat\.vasp: cell has zero volume"),
     (["relax", "{d}/missing.cif"], r"missing\.cif: no such file"),
     (["info", "{d}/element.vasp"], r"unknown element symbol 'Qq'"),
     (["relax", "{d}/ok.vasp", "--pressure", "abc"], r"--pressure: not a number: 'abc'"),
@@ -109,11 +104,40 @@ def test_negative_pressure_parses():
     assert args.pressure == -1.5 and args.potential == "sw-si" and args.fmax == 0.01
 
 
-def test_species_the_potential_lacks(capsys, bad_files):
-    pytest.importorskip("jcsp.potentials.stillinger_weber")
-    code, _, err = run_main(capsys, "relax", str(bad_files / "nacl.vasp"))
-    assert_one_line_error(code, err, r"nacl\.vasp: StillingerWeber covers Si but the "
-                                     r"structure contains Na, Cl")
+def test_invalid_structures_are_listed_and_the_others_written(capsys, bad_files):
+    """Overlapping atoms, a zero-volume cell and species the potential lacks: each is
+    listed on stderr (file, index, reason), ranked last and not relaxed; the valid input
+    is relaxed and written; the exit status is 3."""
+    out_dir = bad_files / "out"
+    files = ["overlap.vasp", "flat.vasp", "nacl.vasp", "ok.vasp"]
+    code, out, err = run_main(capsys, "relax", *[str(bad_files / f) for f in files],
+                              "-q", "-o", str(out_dir))
+    assert code == 3, err
+    assert "Traceback" not in err
+    skipped = [line for line in err.splitlines() if line.startswith("jcsp: skipped")]
+    assert len(skipped) == 3
+    for k, (name, words) in enumerate([
+            ("overlap.vasp", "atoms overlap"), ("flat.vasp", "zero volume"),
+            ("nacl.vasp", "StillingerWeber covers Si but the structure contains Na, Cl")]):
+        assert skipped[k].startswith(f"jcsp: skipped {name} (input structure {k}): "), \
+            skipped[k]
+        assert words in skipped[k]
+    rows = out.strip().splitlines()[3:]
+    assert len(rows) == 4 and rows[0].split()[1] == "ok.vasp"
+    assert rows[0].endswith(" converged") and float(rows[0].split()[5]) < -1.0
+    with open(out_dir / "summary.csv") as fh:
+        summary = {r["structure"]: r for r in csv.DictReader(fh)}
+    assert set(summary) == set(files)
+    assert summary["ok.vasp"]["rank"] == "1" and summary["ok.vasp"]["failed"] == "False"
+    for name in files[:3]:
+        assert summary[name]["failed"] == "True" and summary[name]["failure_reason"]
+        assert summary[name]["cif"] == ""
+    written = ase.io.read(out_dir / "relaxed.extxyz", index=":")
+    assert [a.info["structure"] for a in written] == ["ok.vasp"]
+    assert written[0].info["converged"] is True
+    assert np.abs(written[0].get_forces()).max() < 0.01
+    assert written[0].get_potential_energy() / 2 == pytest.approx(
+        float(summary["ok.vasp"]["energy_per_atom_eV"]), abs=1e-8)
 
 
 def test_real_process_bad_input_and_version(bad_files):
@@ -162,7 +186,6 @@ def lj_inputs(tmp_path):
 
 def test_relax_writes_ranked_outputs(capsys, tmp_path):
     """One LJ relaxation at 1 GPa, every output checked with ASE's own Lennard-Jones."""
-    needs_relax()
     inp = lj_inputs(tmp_path)
     p_gpa = 1.0
     p_ev = p_gpa / 160.21766208  # eV/Å³
@@ -217,11 +240,19 @@ def test_relax_writes_ranked_outputs(capsys, tmp_path):
                                    atoms.get_scaled_positions(), atol=1e-6)
 
 
-def test_default_job_relaxes_shipped_examples(capsys):
+@pytest.fixture(scope="module")
+def default_job(tmp_path_factory):
+    """``jcsp relax -q -o DIR``: the shipped examples with the shipped SW potential."""
+    out_dir = tmp_path_factory.mktemp("default-relax")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["relax", "-q", "-o", str(out_dir)])
+    return code, out.getvalue(), err.getvalue(), out_dir
+
+
+def test_default_job_relaxes_shipped_examples(default_job):
     """``jcsp relax`` with no arguments: the README's main job."""
-    needs_relax()
-    pytest.importorskip("jcsp.potentials.stillinger_weber")
-    code, out, err = run_main(capsys, "relax", "-q")
+    code, out, err, _ = default_job
     assert code == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 3 + 8
@@ -235,8 +266,36 @@ def test_default_job_relaxes_shipped_examples(capsys):
         assert float(rows[name].split()[6]) == pytest.approx(20.0, abs=0.1)  # Å³/atom
     assert "Fd-3m (227)" in rows["diamond-conventional"]
     assert "P6_3/mmc (194)" in rows["lonsdaleite"]
+    assert "I4_1/amd (141)" in rows["beta-tin"]
     assert float(rows["beta-tin"].split()[5]) > -4.3366 + 0.1
-    assert sum(line.endswith(" converged") for line in lines[3:]) >= 6
+    assert all(line.endswith(" converged") for line in lines[3:])
+
+
+@pytest.mark.lammps
+def test_default_job_outputs_recomputed_with_lammps(default_job):
+    """Every structure the default job wrote, recomputed by LAMMPS ``pair_style sw``
+    with its own Si.sw: the same energy, forces below --fmax (0.01 eV/Å) and a stress
+    that is small (relaxed cell)."""
+    import lammps_ref
+
+    code, _, err, out_dir = default_job
+    assert code == 0, err
+    relaxed = {a.info["structure"]: a
+               for a in ase.io.read(out_dir / "relaxed.extxyz", index=":")}
+    with open(out_dir / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    assert len(summary) == len(relaxed) == 8
+    sw = ["pair_style sw", f"pair_coeff * * {lammps_ref.POTENTIALS}/Si.sw Si"]
+    for row in summary:
+        atoms = relaxed[row["structure"]]
+        e, f, s = lammps_ref.run(atoms.cell[:], atoms.positions, atoms.get_chemical_symbols(),
+                                 sw)
+        n = len(atoms)
+        assert int(row["n_atoms"]) == n and row["converged"] == "True"
+        assert float(row["energy_eV"]) == pytest.approx(e, abs=1e-7 * n)
+        assert np.abs(f).max() < 0.01
+        assert np.abs(s).max() * 160.21766208 < 0.1  # GPa
+        assert e / n < -3.9  # bound silicon, not an empty evaluation
 
 
 def test_readme_starts_with_the_two_commands_ci_runs():
