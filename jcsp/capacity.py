@@ -82,14 +82,19 @@ class Capacity:
       skin: Verlet skin in Å added to the potential's cutoff for the stored lists
         (0: the lists hold exactly the pairs within the cutoff).
       margin: capacity = ``margin`` x the largest neighbor count seen, on the ladder.
+      headroom: extra factor on the first sizing, for a stream of many similar batches
+        (a search): the first batches rarely show the densest structures to come, and
+        each later growth is a new compilation.
     """
 
-    def __init__(self, potential: Potential, pbc, *, skin: float = 0.0, margin: float = 1.2):
+    def __init__(self, potential: Potential, pbc, *, skin: float = 0.0, margin: float = 1.2,
+                 headroom: float = 1.0):
         self.potential = potential
         self.pbc = tuple(bool(p) for p in pbc)
         self.cutoff = potential.cutoff
         self.list_cutoff = None if self.cutoff is None else self.cutoff + float(skin)
         self.margin = margin
+        self.headroom = headroom
         self.lists: ListSpec | None = None
         self.sized = potential
         self.signature = None
@@ -192,7 +197,12 @@ class Capacity:
         more structures come: it then grows by an extra rung (:data:`REGROWTH`)."""
         old = self.lists
         if old is None:
-            self.lists = need
+            skin, cap = need.skin, need.capacity
+            if self.headroom != 1.0:
+                skin = nl.NeighborSpec(skin.cutoff, rung(self.headroom * skin.capacity),
+                                       skin.images)
+                cap = None if cap is None else rung(self.headroom * cap)
+            self.lists = ListSpec(skin, cap)
             return
         skin = _larger(need.skin, old.skin)
         if skin.capacity > old.skin.capacity:

@@ -119,11 +119,15 @@ def _skin(potential, skin=None) -> float:
     return min(SKIN_FRACTION * potential.cutoff, MAX_SKIN) if skin is None else float(skin)
 
 
-def _capacity_for(potential, pbc, n_max, skin) -> Capacity:
+def _capacity_for(potential, pbc, n_max, skin, headroom=1.0) -> Capacity:
     """The capacity of one bucket, shared by every call with this potential (so later
-    calls reuse the compiled code of earlier ones)."""
+    calls reuse the compiled code of earlier ones); ``headroom`` applies when it is
+    created."""
     table = _cache(_CAPACITIES, potential)
-    return table.setdefault((pbc, n_max, skin), Capacity(potential, pbc, skin=skin))
+    key = (pbc, n_max, skin)
+    if key not in table:
+        table[key] = Capacity(potential, pbc, skin=skin, headroom=headroom)
+    return table[key]
 
 
 def _kernel(potential, capacity: Capacity, batch, n_max, config, relax_cell, pbc,
@@ -279,7 +283,7 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
           pressure=0.0, relax_cell: bool = True, optimizer="fire", max_steps: int = 3000,
           *, smax: float | None = None, batch_size: int | None = None,
           steps_per_segment: int = 100, progress: bool = False, dtype=None, params=None,
-          skin: float | None = None, strict: bool = False,
+          skin: float | None = None, strict: bool = False, headroom: float = 1.0,
           _spec: nl.NeighborSpec | None = None) -> list[Atoms]:
     """Relax many structures at once (positions and, for crystals, the cell).
 
@@ -309,6 +313,10 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
         most 1 Å; 0 rebuilds every list at every step).
       strict: raise :class:`~jcsp.structures.convert.StructureError` on the first invalid
         input instead of returning it flagged.
+      headroom: extra room (a factor) in the neighbor-list capacities when this potential
+        and atom count are sized for the first time. Callers that relax many similar
+        batches one after another (searches) pass about 1.5, so later batches reuse the
+        first compiled code instead of growing it; the sizes are kept across calls.
 
     Returns:
       One new ``ase.Atoms`` per input, in input order, with a ``SinglePointCalculator``
@@ -347,6 +355,9 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
     steps_per_segment = _integer(steps_per_segment, "steps_per_segment", 1)
     if batch_size is not None:
         batch_size = _integer(batch_size, "batch_size", 1)
+    headroom = _number(headroom, "headroom")
+    if headroom < 1:
+        raise ValueError(f"headroom must be >= 1, got {headroom!r}")
     if skin is not None and (_number(skin, "skin", positive=False) < 0):
         raise ValueError(f"skin must be >= 0 Å, got {skin!r}")
     dtype = np.dtype(jnp.zeros(()).dtype if dtype is None else dtype)
@@ -376,7 +387,7 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
                 index = [members[k] for k in local]
                 _relax_bucket(structures, index, potential, params, n_max, pbc, config,
                               relax_cell, dtype, targets, batch_size, steps_per_segment,
-                              skin, _spec, out, bar)
+                              skin, headroom, _spec, out, bar)
     return out
 
 
@@ -388,13 +399,15 @@ def _batch_for(count: int, n_max: int, batch_size) -> int:
 
 
 def _relax_bucket(structures, index, potential, params, n_max, pbc, config, relax_cell,
-                  dtype, targets, batch_size, steps_per_segment, skin, spec, out, bar):
+                  dtype, targets, batch_size, steps_per_segment, skin, headroom, spec, out,
+                  bar):
     """Stream the structures ``index`` (one shape bucket) through fixed slots."""
     pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=dtype, validate=False)
-    frac, cell, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.mask))
+    pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
+    frac, cell, mask = pop.frac, pop.cell, pop.mask
     batch = _batch_for(len(index), n_max, batch_size)
     if spec is None:
-        capacity = _capacity_for(potential, pbc, n_max, _skin(potential, skin))
+        capacity = _capacity_for(potential, pbc, n_max, _skin(potential, skin), headroom)
         capacity.fit(pop, chunk=batch)
     else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
         capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
@@ -422,8 +435,8 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
             extra[k] = np.zeros(batch, per[k].dtype)
             extra[k][free] = per[k][take]
         args = [incoming.frac, incoming.cell, incoming.species, incoming.mask]
-        args += [jnp.asarray(extra[k], dtype) for k in ("pressure", "fmax", "smax")]
-        args += [jnp.asarray(extra["max_steps"])]
+        args += [extra[k].astype(dtype) for k in ("pressure", "fmax", "smax")]
+        args = jax.device_put(args + [extra["max_steps"]])
         if slots is None:
             slots = kernel.blank(*args)
         return kernel.refill(slots, jnp.asarray(select), *args)
@@ -477,8 +490,8 @@ def _restale(slots: Slots, spec, pbc) -> Slots:
         jax.vmap(lambda f, c, m: nl.build(spec, f, c, m, pbc)),
         jax.ShapeDtypeStruct((b, n, 3), dtype), jax.ShapeDtypeStruct((b, 3, 3), dtype),
         jax.ShapeDtypeStruct((b, n), bool))
-    nbrs = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    return slots.replace(nbrs=nbrs, stale=jnp.ones((b,), bool))
+    nbrs = jax.device_put(jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes))
+    return slots.replace(nbrs=nbrs, stale=jax.device_put(np.ones((b,), bool)))
 
 
 def _resize(slots: Slots, finished, capacity: Capacity):

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from .. import neighbors as nl
@@ -252,8 +253,13 @@ def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
 
         return jax.tree_util.tree_map(pick, new, slots)
 
+    shapes: dict = {}
+
     def blank(*args) -> Slots:
-        shapes = jax.eval_shape(jax.vmap(fresh), *args)
-        return jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        key = tuple((a.shape, str(a.dtype)) for a in args)
+        if key not in shapes:
+            shapes[key] = jax.eval_shape(jax.vmap(fresh), *args)
+        return jax.device_put(jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
+                                                     shapes[key]))
 
     return Kernel(segment=jax.jit(segment), refill=jax.jit(refill), blank=blank)

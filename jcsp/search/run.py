@@ -47,6 +47,11 @@ from .config import ALGORITHMS, RESUMABLE_CHANGES, SearchConfig
 from .drivers import DRIVERS
 from .energies import AtomEnergies
 
+#: Neighbor-list headroom of the relaxations (:func:`jcsp.relax`): a search relaxes many
+#: similar generations, and sizing the lists once with room to spare compiles the
+#: relaxation kernel once instead of once per denser generation.
+HEADROOM = 1.5
+
 
 @dataclasses.dataclass
 class SearchResult:
@@ -232,7 +237,7 @@ class Session:
             clean.append(atoms)
         relaxed = relax(clean, self.potential, fmax=self.config.fmax,
                         pressure=self.config.pressure, max_steps=self.config.max_steps,
-                        batch_size=self.population)
+                        batch_size=self.population, headroom=HEADROOM)
         self.n_batches += 1
         self.slots_used += len(clean)
         for atoms in relaxed:

@@ -69,6 +69,12 @@ class Population:
         return jnp.abs(jnp.linalg.det(self.cell))
 
 
+def _xp(pop: Population):
+    """The array module of a population: numpy for host-side ones (bookkeeping that
+    should compile nothing), jax.numpy otherwise."""
+    return np if isinstance(pop.frac, np.ndarray) else jnp
+
+
 def _map_fields(pop: Population, atom_fn, structure_fn) -> Population:
     updates = {}
     for name, scope in SCOPE.items():
@@ -97,7 +103,8 @@ def concat(pops: Sequence[Population]) -> Population:
     """Concatenate along the batch axis; all must share N and pbc."""
     if len({p.n_max for p in pops}) != 1 or len({p.pbc for p in pops}) != 1:
         raise ValueError("concat needs populations with the same N_max and pbc")
-    fields = {name: jnp.concatenate([getattr(p, name) for p in pops]) for name in SCOPE}
+    xp = _xp(pops[0])
+    fields = {name: xp.concatenate([getattr(p, name) for p in pops]) for name in SCOPE}
     return Population(**fields, pbc=pops[0].pbc)
 
 
@@ -109,21 +116,25 @@ def pad_atoms(pop: Population, n_max: int) -> Population:
     if extra == 0:
         return pop
 
+    xp = _xp(pop)
+
     def pad(v):
         widths = [(0, 0), (0, extra)] + [(0, 0)] * (v.ndim - 2)
-        return jnp.pad(v, widths)
+        return xp.pad(v, widths)
 
     return _map_fields(pop, pad, lambda v: v)
 
 
 def empty_like(pop: Population, batch_size: int) -> Population:
-    """A population of ``batch_size`` empty slots with the shapes of ``pop``."""
-    cell = jnp.broadcast_to(jnp.eye(3, dtype=pop.cell.dtype) * 10.0, (batch_size, 3, 3))
+    """A population of ``batch_size`` empty slots with the shapes of ``pop`` (10 Å
+    cubic cells, no atoms)."""
+    xp = _xp(pop)
+    cell = xp.broadcast_to(xp.eye(3, dtype=pop.cell.dtype) * 10.0, (batch_size, 3, 3))
     return Population(
-        frac=jnp.zeros((batch_size, pop.n_max, 3), pop.frac.dtype),
+        frac=xp.zeros((batch_size, pop.n_max, 3), pop.frac.dtype),
         cell=cell,
-        species=jnp.zeros((batch_size, pop.n_max), pop.species.dtype),
-        mask=jnp.zeros((batch_size, pop.n_max), bool),
+        species=xp.zeros((batch_size, pop.n_max), pop.species.dtype),
+        mask=xp.zeros((batch_size, pop.n_max), bool),
         pbc=pop.pbc,
     )
 
@@ -146,7 +157,15 @@ def place(pop: Population, slots, batch_size: int) -> Population:
         raise ValueError(f"{pop.batch_size} structures need {pop.batch_size} slots, "
                          f"got {len(slots)}")
     empty = empty_like(pop, batch_size)
-    return jax.tree_util.tree_map(lambda e, v: e.at[slots].set(v), empty, pop)
+    if _xp(pop) is np:
+        def put(e, v):
+            e = np.array(e)
+            e[slots] = v
+            return e
+    else:
+        def put(e, v):
+            return e.at[slots].set(v)
+    return jax.tree_util.tree_map(put, empty, pop)
 
 
 #: N_max ladder used by :func:`bucket_size`: sizes are rounded up to the next rung,
