@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype).type
-    pot = jcsp.potentials.load(args.model)
+    pot = jcsp.io.load_potential(args.model)
     print(f"model {args.model}: {pot!r}, {args.dtype} on "
           f"{jax.devices()[0].platform}")
     structures = population(args.batch)

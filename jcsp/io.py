@@ -26,6 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from .ml.checkpoint import load as load_trained
+from .potentials import EAM, BuckinghamCoulomb, LennardJones, StillingerWeber
 from .structures.convert import StructureError, check_structure
 
 #: Folder of the data shipped with jcsp.
@@ -485,7 +487,6 @@ _BUCKINGHAM_PAIR_KEYS = ("pair", "A", "rho", "C")
 
 
 def _buckingham_table(t: _Table, base):
-    from .potentials.buckingham import BuckinghamCoulomb
 
     t.check_keys(_BUCKINGHAM_KEYS)
     if "cutoff" not in t.table:
@@ -537,7 +538,6 @@ _LJ_KEYS = ("type", "epsilon", "sigma", "cutoff", "truncation", "pairs")
 
 
 def _lennard_jones_table(t: _Table, base):
-    from .potentials.lennard_jones import LennardJones
 
     t.check_keys(_LJ_KEYS)
     truncation = t.table.get("truncation", "shift")
@@ -631,9 +631,8 @@ def _from_toml(path: Path):
 
 
 def _trained_model(path):
-    from .ml.checkpoint import load
 
-    return load(str(path)).potential
+    return load_trained(str(path)).potential
 
 
 def _from_file(path, kind: str, *, species=None):
@@ -641,10 +640,7 @@ def _from_file(path, kind: str, *, species=None):
     for p in paths:
         if not p.is_file():
             raise InputError(f"{p}: potential file not found")
-    if kind == "sw":
-        from .potentials.stillinger_weber import StillingerWeber as cls
-    else:
-        from .potentials.eam import EAM as cls
+    cls = StillingerWeber if kind == "sw" else EAM
     label = ", ".join(map(str, paths))
     try:
         return cls.from_lammps(path, species=species)

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     pot = trained.potential
     pot.domain = fit_domain(pot, train_set)
     checkpoint.save_domain(args.model, pot.domain)
-    grades = extrapolation_grades(jcsp.potentials.load(args.model), valid_set)
+    grades = extrapolation_grades(jcsp.io.load_potential(args.model), valid_set)
     print(f"{args.model}: domain of {len(train_set)} training structures recorded; "
           f"validation grades: median {sorted(grades)[len(grades) // 2]:.2f}, "
           f"max {grades.max():.2f}")

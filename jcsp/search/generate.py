@@ -20,7 +20,7 @@ from ase.data import atomic_numbers, covalent_radii
 from ase.geometry import cellpar_to_cell
 from ase.neighborlist import neighbor_list
 
-from . import wyckoff
+from . import pointgroup, wyckoff
 
 #: Default volume per atom = VOLUME_FACTOR x (4/3) pi r_cov^3, averaged over atoms.
 VOLUME_FACTOR = 2.6
@@ -258,7 +258,6 @@ def cluster_groups(counts: Mapping[str, int], symmetry) -> list[str]:
     Raises:
       ValueError: an unknown symbol, or no group that can hold the counts.
     """
-    from . import pointgroup
 
     if symmetry is True:
         names = list(pointgroup.GROUPS)
@@ -342,7 +341,6 @@ def random_clusters(counts: Mapping[str, int], n: int, *, seed=0, density: float
 
 
 def _symmetric_cluster(counts, groups, rng, r_sphere, min_separation) -> Atoms | None:
-    from . import pointgroup
 
     group = groups[rng.integers(len(groups))]
     placed = pointgroup.random_symmetric_cluster(
