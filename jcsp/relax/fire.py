@@ -30,11 +30,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from ..settings import Settings, setting
+
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class FireConfig:
+class FireConfig(Settings):
     """FIRE hyperparameters (ASE's defaults; lengths in Å, time in ASE units).
 
     Attributes:
@@ -47,21 +49,15 @@ class FireConfig:
       fa: factor that shrinks the mixing parameter.
     """
 
-    dt: float = 0.1
-    maxstep: float = 0.2
-    dtmax: float = 1.0
-    n_min: int = 5
-    finc: float = 1.1
-    fdec: float = 0.5
-    astart: float = 0.1
-    a0: float = 0.1
-    fa: float = 0.99
-
-    def __post_init__(self):
-        for name in ("dt", "maxstep", "dtmax", "finc", "fdec", "astart", "fa"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"FireConfig.{name} must be a positive number, got {value!r}")
+    dt: float = setting(0.1, gt=0)
+    maxstep: float = setting(0.2, gt=0)
+    dtmax: float = setting(1.0, gt=0)
+    n_min: int = setting(5, kind=int, ge=0)
+    finc: float = setting(1.1, gt=0)
+    fdec: float = setting(0.5, gt=0)
+    astart: float = setting(0.1, gt=0)
+    a0: float = setting(0.1, ge=0)
+    fa: float = setting(0.99, gt=0)
 
 
 @struct.dataclass

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from ..settings import Settings, setting
 from .cell_filter import row_norm_max
 from .fire import Optimizer
 
@@ -41,7 +42,7 @@ _BLOCK = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class LBFGSConfig:
+class LBFGSConfig(Settings):
     """L-BFGS hyperparameters (ASE's defaults where ASE has them).
 
     Attributes:
@@ -54,24 +55,12 @@ class LBFGSConfig:
         ``eps`` the machine epsilon of the dtype (round-off is not a rise).
     """
 
-    memory: int = 100
-    maxstep: float = 0.2
-    alpha: float = 70.0
-    damping: float = 1.0
-    shrink: float = 0.5
-    rise_tol: float = 1000.0
-
-    def __post_init__(self):
-        if not (isinstance(self.memory, int) and self.memory >= 1):
-            raise ValueError(f"LBFGSConfig.memory must be a positive integer, got {self.memory!r}")
-        for name in ("maxstep", "alpha", "damping", "rise_tol"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"LBFGSConfig.{name} must be a positive number, got {value!r}")
-        if self.maxstep > 1.0:
-            raise ValueError(f"LBFGSConfig.maxstep={self.maxstep} Å is too large; use <= 1.0")
-        if not 0.0 < self.shrink < 1.0:
-            raise ValueError(f"LBFGSConfig.shrink must lie in (0, 1), got {self.shrink!r}")
+    memory: int = setting(100, kind=int, ge=1)
+    maxstep: float = setting(0.2, gt=0, le=1.0)
+    alpha: float = setting(70.0, gt=0)
+    damping: float = setting(1.0, gt=0)
+    shrink: float = setting(0.5, gt=0, lt=1)
+    rise_tol: float = setting(1000.0, gt=0)
 
 
 @struct.dataclass
