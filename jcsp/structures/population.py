@@ -108,14 +108,18 @@ def concat(pops: Sequence[Population]) -> Population:
     return Population(**fields, pbc=pops[0].pbc)
 
 
+def _room(have: int, want: int, what: str) -> int:
+    """How many ``what`` padding appends to go from ``have`` to ``want``."""
+    if want < have:
+        raise ValueError(f"cannot pad {have} {what} down to {want}")
+    return want - have
+
+
 def pad_atoms(pop: Population, n_max: int) -> Population:
     """Append masked atoms up to ``n_max`` per structure."""
-    extra = n_max - pop.n_max
-    if extra < 0:
-        raise ValueError(f"cannot pad {pop.n_max} atoms down to {n_max}")
+    extra = _room(pop.n_max, n_max, "atoms")
     if extra == 0:
         return pop
-
     xp = _xp(pop)
 
     def pad(v):
@@ -141,12 +145,8 @@ def empty_like(pop: Population, batch_size: int) -> Population:
 
 def pad_structures(pop: Population, batch_size: int) -> Population:
     """Append empty slots up to ``batch_size`` structures."""
-    extra = batch_size - pop.batch_size
-    if extra < 0:
-        raise ValueError(f"cannot pad {pop.batch_size} structures down to {batch_size}")
-    if extra == 0:
-        return pop
-    return concat([pop, empty_like(pop, extra)])
+    extra = _room(pop.batch_size, batch_size, "structures")
+    return pop if extra == 0 else concat([pop, empty_like(pop, extra)])
 
 
 def place(pop: Population, slots, batch_size: int) -> Population:
