@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 from dataclasses import dataclass
 
 import jax
@@ -26,15 +27,24 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses
 
-from ... import neighbors as nl
+from ...capacity import Capacity
 from ...derivatives import evaluate
 from ...settings import Settings, setting
 from ...structures.convert import from_atoms
-from ..energies import fitted
 from ..generate import species_number
 
 #: Integrator steps per compiled segment (the host checks neighbor overflow between).
 SEGMENT = 50
+
+
+class MDSegment(NamedTuple):
+    """What one compiled MD segment returns: [B, N, 3] positions and velocities, and
+    per structure whether a neighbor list overflowed and the largest neighbor count."""
+
+    positions: object
+    velocities: object
+    overflow: object
+    count: object
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -107,23 +117,23 @@ def langevin(potential, structures: list[Atoms], kt: np.ndarray, *, dt: float,
         velocities -= velocities.mean(1, keepdims=True)
     center = pos.mean(1)
     radius = wall * np.linalg.norm(pos - center[:, None], axis=-1).max(1) + 1.0
-    sized = potential.for_cells(cell) if all(pbc) else potential
-    spec = nl.spec_for(potential.cutoff, pop.frac, pop.cell, pop.mask, pbc, margin=2.0)
+    capacity = Capacity(potential, pbc, margin=2.0)
+    capacity.fit(pop)
     vel = np.asarray(velocities, float)
     kt = np.asarray(kt, float)
     for start in range(0, len(kt), SEGMENT):
         chunk = kt[start:start + SEGMENT]
         key = jax.random.PRNGKey(int(rng.integers(2**31)))
 
-        def run(spec):
-            out = _segment(sized, spec, pbc, sized.params, jnp.asarray(pos), jnp.asarray(vel),
-                           jnp.asarray(cell), jnp.asarray(species), jnp.asarray(mask),
-                           jnp.asarray(mass), jnp.asarray(chunk), dt, friction, key,
-                           jnp.asarray(center), jnp.asarray(radius))
-            return out[:2], out[2], out[3]
+        def run(spec, sized):
+            return MDSegment(*_segment(sized, spec, pbc, sized.params, jnp.asarray(pos),
+                                       jnp.asarray(vel), jnp.asarray(cell),
+                                       jnp.asarray(species), jnp.asarray(mask),
+                                       jnp.asarray(mass), jnp.asarray(chunk), dt, friction,
+                                       key, jnp.asarray(center), jnp.asarray(radius)))
 
-        (pos, vel), spec = fitted(run, spec, cell, pbc, margin=2.0)
-        pos, vel = np.asarray(pos), np.asarray(vel)
+        out = capacity.run(run, cell)
+        pos, vel = np.asarray(out.positions), np.asarray(out.velocities)
     result = []
     for b, atoms in enumerate(structures):
         new = Atoms(numbers=atoms.numbers, cell=atoms.cell, pbc=atoms.pbc)
