@@ -224,7 +224,7 @@ def test_isolated_energies_are_the_free_atom_energies(tmp_path):
     train(_si_set(4, 0), _si_set(2, 1), model, cfg, str(tmp_path), progress=False,
           log=lambda s: None)
     lone = Atoms("Si2", positions=[[0, 0, 0], [0, 0, 9.0]])  # 9 Å apart: beyond the cutoff
-    lone.calc = jcsp.JCSPCalculator(jcsp.potentials.load(str(tmp_path)))
+    lone.calc = jcsp.JCSPCalculator(jcsp.ml.load(str(tmp_path)).potential)
     assert lone.get_potential_energy() == pytest.approx(-2.5, abs=1e-9)
     saved = json.loads((tmp_path / "model.json").read_text())
     assert TrainConfig(**saved["train"]) == cfg
@@ -254,7 +254,7 @@ def test_free_atom_reference_comes_from_the_cohesive_energy(tmp_path):
         train(train_set, _si_set(2, 1), model, TrainConfig(epochs=1, atoms_per_batch=16,
                                                            free_atoms=free_atoms),
               str(out), progress=False, log=lines.append)
-        lone.calc = jcsp.JCSPCalculator(jcsp.potentials.load(str(out)))
+        lone.calc = jcsp.JCSPCalculator(jcsp.ml.load(str(out)).potential)
         assert lone.get_potential_energy() == pytest.approx(expected, abs=1e-6)
         assert any("reference energies" in line and f"{expected:.4f}" in line for line in lines)
     with pytest.raises(ValueError, match="free_atoms"):
