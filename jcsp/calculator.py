@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from . import neighbors as nl
+from .capacity import Capacity
 from .derivatives import evaluate
 from .potentials.base import Potential
 from .structures.convert import from_atoms
@@ -41,14 +41,12 @@ class JCSPCalculator(Calculator):
         super().__init__(**kwargs)
         self.potential = potential
         self.model_params = potential.params if params is None else params
-        self._spec = None
-        self._sized = potential
+        self._capacity: Capacity | None = None
         self._compiled = {}
 
-    def _function(self, spec, pbc):
-        key = (spec, pbc, id(self._sized))
+    def _function(self, spec, pot, pbc):
+        key = (spec, pbc, id(pot))
         if key not in self._compiled:
-            pot = self._sized
 
             def one(params, frac, cell, species, mask):
                 return evaluate(pot, params, frac, cell, species, mask, spec, pbc)
@@ -68,19 +66,20 @@ class JCSPCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self.potential.check_species(self.atoms.numbers)
-        fresh = self._spec is None or "numbers" in system_changes or "pbc" in system_changes
+        fresh = (self._capacity is None or "numbers" in system_changes
+                 or "pbc" in system_changes)
         # Full validation (overlaps, zero volume) when the system is new; later steps of
         # an optimisation only move atoms, and non-finite results are caught below.
         pop = from_atoms([self.atoms], validate=fresh)
         args = (pop.frac[0], pop.cell[0], pop.species[0], pop.mask[0])
         if fresh:
-            self._spec = nl.spec_for(self.potential.cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
-            self._sized = self.potential.for_cells(np.asarray(pop.cell))
-        for _ in range(20):
-            res = self._function(self._spec, pop.pbc)(self.model_params, *args)
-            if not bool(np.any(res.overflow)):
-                break
-            self._spec = nl.grow(self._spec, int(np.max(res.count)), pop.cell, pop.pbc)
+            self._capacity = Capacity(self.potential, pop.pbc)
+            self._capacity.fit(pop)
+
+        def results(spec, sized):
+            return self._function(spec, sized, pop.pbc)(self.model_params, *args)
+
+        res = self._capacity.run(results, pop.cell)
         spread = None
         if self.potential.committee_size is not None:
             spread = jax.tree.map(lambda x: np.std(np.asarray(x), axis=0), res)

@@ -217,7 +217,10 @@ def summarise(relaxed, labels, *, pressure: float, symprec: float) -> list[dict]
         failed = bool(info.get("failed", False))
         energy = float(info.get("energy", math.nan))
         periodic = bool(atoms.pbc.all())
-        volume = float(info.get("volume", atoms.get_volume() if periodic else math.nan))
+        if "volume" in info:
+            volume = float(info["volume"])
+        else:
+            volume = atoms.get_volume() if periodic else math.nan
         default_h = energy + pressure / EV_PER_A3_IN_GPA * volume if periodic else energy
         enthalpy = float(info.get("enthalpy", default_h))
         rows.append({

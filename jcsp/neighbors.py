@@ -11,8 +11,8 @@ The candidate images are a static box ``[-n_a..n_a] x [-n_b..n_b] x [-n_c..n_c]`
 reciprocal vector ``k``. Two things can outgrow a static spec while cells change under
 relaxation: more neighbors than ``capacity``, or a cell thin enough to need more
 images. Both raise the per-structure ``overflow`` flag instead of dropping pairs; the
-host (:func:`spec_for`, :func:`grow`) reallocates and reruns. Nothing is ever silently
-lost.
+host (:func:`spec_for`; :class:`jcsp.capacity.Capacity` for streams of batches)
+reallocates and reruns. Nothing is ever silently lost.
 
 Functions here act on one structure; batch them with ``jax.vmap``.
 """
@@ -234,13 +234,3 @@ def spec_for(cutoff: float | None, frac, cell, mask, pbc, *, margin: float = 1.2
     images = tuple(int(x) for x in images)
     biggest = count_neighbors(cutoff, images, frac, cell, mask, tuple(pbc))
     return NeighborSpec(cutoff, _round_up(int(biggest * margin) + 1, 4), images)
-
-
-def grow(spec: NeighborSpec, count: int, cell, pbc, *, margin: float = 1.2) -> NeighborSpec:
-    """A larger spec after an overflow: room for ``count`` neighbors and ``cell``."""
-    images = required_images(cell, spec.cutoff * 1.1, pbc).reshape(-1, 3).max(axis=0)
-    images = tuple(int(max(a, b)) for a, b in zip(images, spec.images))
-    capacity = max(spec.capacity, _round_up(int(count * margin) + 1, 4))
-    return NeighborSpec(spec.cutoff, capacity, images)
-
-

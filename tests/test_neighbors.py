@@ -10,6 +10,8 @@ from ase.neighborlist import neighbor_list
 
 import jcsp  # noqa: F401  (enables float64)
 from jcsp import neighbors as nl
+from jcsp.capacity import Capacity, ListSpec
+from jcsp.potentials import LennardJones
 from lammps_ref import random_structure
 
 
@@ -65,8 +67,10 @@ def test_overflow_is_flagged_and_growth_recovers_everything():
     tiny = dataclasses.replace(full, capacity=4)
     small = nl.build(tiny, *args)
     assert bool(small.overflow) and int(small.count) > 4
-    grown = nl.grow(tiny, int(small.count), cell[None], (True,) * 3)
-    again = nl.build(grown, *args)
+    capacity = Capacity(LennardJones(cutoff=5.0), (True,) * 3)
+    capacity.lists = ListSpec(tiny, None)
+    capacity.grow(int(small.count), None, cell[None])
+    again = nl.build(capacity.spec, *args)
     assert not bool(again.overflow)
     assert _triples(again, 8) == _triples(nl.build(full, *args), 8)
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import neighbors as nl
+from ..capacity import Capacity
 from ..graph import make_graph
 from ..structures.convert import from_atoms
 
@@ -81,35 +82,29 @@ def _features(potential, params, pop_arrays, spec, pbc):
     return jax.vmap(one)(frac, cell, species, mask)
 
 
-def _covering_spec(spec: nl.NeighborSpec | None, pop, cutoff: float) -> nl.NeighborSpec:
-    """A neighbor spec that fits ``pop`` and contains ``spec`` when one is given."""
-    fresh = nl.spec_for(cutoff, pop.frac, pop.cell, pop.mask, pop.pbc)
-    if spec is None:
-        return fresh
-    return nl.NeighborSpec(cutoff, max(spec.capacity, fresh.capacity),
-                           tuple(max(a, b) for a, b in zip(spec.images, fresh.images)))
-
-
-def _features_with_spec(potential, structures, chunk: int, spec):
-    """(features as in :func:`atom_features`, the neighbor spec used)."""
+def _features_with(potential, structures, chunk: int, capacity: Capacity | None):
+    """(features as in :func:`atom_features`, the capacity that sized the lists)."""
     if not potential.has_features:
         raise TypeError(f"{type(potential).__name__} provides no per-atom features to grade; "
                         "use a learned potential (jcsp.ml.EquivariantPotential or Committee)")
     structures = list(structures)
     if not structures:
-        return [], spec
+        return [], capacity
     potential.check_species({int(z) for a in structures for z in a.numbers})
     pop = from_atoms(structures, n_max=max(len(a) for a in structures))
-    spec = _covering_spec(spec, pop, potential.cutoff)
+    if capacity is None:
+        capacity = Capacity(potential, pop.pbc)
+    capacity.fit(pop)
     out = []
     for start in range(0, len(structures), chunk):
         idx = np.arange(start, start + chunk) % len(structures)  # full chunks: one shape
         arrays = tuple(jnp.asarray(np.asarray(a)[idx])
                        for a in (pop.frac, pop.cell, pop.species, pop.mask))
-        feats = np.asarray(_features(potential, potential.params, arrays, spec, pop.pbc))
+        feats = np.asarray(_features(potential, potential.params, arrays, capacity.spec,
+                                     pop.pbc))
         for j, m in enumerate(range(start, min(start + chunk, len(structures)))):
             out.append(feats[j][:, : len(structures[m])])
-    return out, spec
+    return out, capacity
 
 
 def atom_features(potential, structures, *, chunk: int = 32) -> list[np.ndarray]:
@@ -118,7 +113,7 @@ def atom_features(potential, structures, *, chunk: int = 32) -> list[np.ndarray]
     The structures are padded to one size and evaluated ``chunk`` at a time (one
     compilation for the whole list).
     """
-    return _features_with_spec(potential, structures, chunk, None)[0]
+    return _features_with(potential, structures, chunk, None)[0]
 
 
 def fit_domain(potential, structures, *, ridge: float = 1e-6) -> Domain:
@@ -159,16 +154,17 @@ def extrapolation_grades(potential, structures) -> np.ndarray:
 
 class Grader:
     """:func:`extrapolation_grades` for batch after batch (a search's generations): keeps
-    one neighbor spec that covers every batch so far, so batches of one size compile
-    once."""
+    one :class:`~jcsp.capacity.Capacity` that covers every batch so far, so batches of
+    one size compile once."""
 
     def __init__(self, potential):
         self.domain = _require_domain(potential)
         self.potential = potential
-        self.spec = None
+        self.capacity = None
 
     def __call__(self, structures) -> np.ndarray:
-        features, self.spec = _features_with_spec(self.potential, structures, 32, self.spec)
+        features, self.capacity = _features_with(self.potential, structures, 32,
+                                                 self.capacity)
         return _grades(self.domain, features)
 
 
