@@ -22,7 +22,6 @@ import tomllib
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
 from .cli_ml import add_commands
 from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures
 from .io import POTENTIAL_HELP, describe_potential, potential_from_table, write_structures
@@ -32,6 +31,7 @@ from .search.run import ranking_table, search
 from .settings import rule_of
 from .structures.symmetry import spacegroup
 from .units import EV_PER_A3_IN_GPA
+from .version import __version__
 
 EXIT_INPUT = 2
 #: Some input structures were invalid (skipped and listed); the others were relaxed.

@@ -15,6 +15,11 @@ import dataclasses
 import json
 import os
 import sys
+import tomllib
+
+from .ml import ModelConfig, TrainConfig, load, read_structures, train
+from .ml.evaluate import format_metrics, metrics, parity_plots, predict_structures
+from .potentials.base import to_numbers
 
 
 def add_commands(sub, *, positive_int, positive_float) -> None:
@@ -71,11 +76,9 @@ _TRAIN_FLAGS = {"committee": "committee", "seed": "seed", "epochs": "epochs", "l
 
 def settings(args) -> tuple:
     """(ModelConfig, TrainConfig) from the defaults, the TOML file and the flags."""
-    from .ml import ModelConfig, TrainConfig
 
     model_kw, train_kw = {}, {}
     if args.config:
-        import tomllib
         try:
             with open(args.config, "rb") as fh:
                 table = tomllib.load(fh)
@@ -101,13 +104,11 @@ def settings(args) -> tuple:
         if bad:
             raise ValueError(f"unknown {cls.__name__} setting(s) {bad}; valid: {sorted(names)}")
     if "species" in model_kw:
-        from .potentials.base import to_numbers
         model_kw["species"] = to_numbers(model_kw["species"])
     return ModelConfig(**model_kw), TrainConfig(**train_kw)
 
 
 def _read_all(paths: list[str]) -> list:
-    from .ml import read_structures
     out = []
     for p in paths:
         out.extend(read_structures(p))
@@ -115,7 +116,6 @@ def _read_all(paths: list[str]) -> list:
 
 
 def run_train(args) -> int:
-    from .ml import train
 
     model, cfg = settings(args)
     train_set = _read_all(args.train)
@@ -130,9 +130,6 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .ml import load
-    from .ml.evaluate import format_metrics, metrics, parity_plots, predict_structures
-
     trained = load(args.model)
     report = {}
     for path in args.data:

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(jcsp.__file__).parent
 #: potentials by name) also loads trained models; search writes files with io and
 #: grades structures with ml.
 LAYERS = {
-    "units": 0, "compile_cache": 0, "settings": 0,
+    "units": 0, "version": 0, "compile_cache": 0, "settings": 0,
     "structures": 1,
     "neighbors": 2, "graph": 2,
     "potentials": 3,

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from ..version import __version__
+from .domain import Domain
 from .model import ModelConfig, init_params
 from .potential import Committee, EquivariantPotential
 
@@ -101,7 +103,6 @@ def load_state(out: str) -> RunState | None:
 def save_model(out: str, model: ModelConfig, train_config, net, fixed: dict, history: list,
                *, species_counts: dict | None = None) -> Trained:
     """Write ``model.json``, ``params.msgpack`` and ``history.csv``; return the model."""
-    from .. import __version__
     os.makedirs(out, exist_ok=True)
     net = jax.tree.map(np.asarray, net)
     blob = serialization.msgpack_serialize({"net": net})
@@ -189,7 +190,6 @@ def load(path: str, *, dtype=jnp.float64) -> Trained:
     else:
         potential = Committee(model, params)
     if "domain" in meta:
-        from .domain import Domain
         try:
             potential.domain = Domain.from_json(meta["domain"])
         except ValueError as exc:

@@ -27,6 +27,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list
 
+from ..units import voigt_to_full
+
 #: kbar -> eV/Å³
 KBAR = 1.0 / 1602.1766208
 
@@ -139,7 +141,6 @@ class Labels:
 
 def labels_of(structures: list[Atoms]) -> Labels:
     """Collect energies, forces and stresses (ASE's Voigt -> full 3x3)."""
-    from ..units import voigt_to_full
     energy, forces, stress, has = [], [], [], []
     for atoms in structures:
         r = atoms.calc.results
