@@ -10,6 +10,7 @@ reference must. Elsewhere they are skipped with the reason.
 from __future__ import annotations
 
 import os
+import tempfile
 
 # One BLAS thread per test process (CI runs two, one per core). ASE's FrechetCellFilter
 # makes thousands of 3x3 scipy solves per relaxation; with OpenBLAS's default thread pool
@@ -17,6 +18,10 @@ import os
 # Set before numpy loads OpenBLAS (later settings are ignored).
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# Compiled kernels go to a cache of the test runs, shared by the two workers, not to the
+# user's own cache directory (jcsp.compile_cache reads this when jcsp is imported).
+os.environ.setdefault("JCSP_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "jcsp-test-jax-cache"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
