@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import ase.io
+
 import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.calculators.lj import LennardJones as AseLJ
 
+import jcsp.ml
+from jcsp import JCSPCalculator
 from jcsp.cli import main
 
 TINY_TOML = """
@@ -40,7 +44,6 @@ def _data(path, n, seed):
         e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
         atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
         frames.append(atoms)
-    import ase.io
     ase.io.write(path, frames, format="extxyz")
     return path
 
@@ -61,7 +64,16 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert code == 0 and "energy (meV/atom)" in text and "forces (eV/Å)" in text
     numbers = json.load(open(report))
     assert numbers["structures"] == 2 and numbers["atoms"] == 8
-    assert np.isfinite(numbers["forces_mae"]) and numbers["forces_mae"] > 0
+    # The reported force MAE is the mean |F_model - F_ref| over components, recomputed
+    # here through the ASE calculator on the model files.
+    model = jcsp.ml.load(out).potential
+    errors = []
+    for atoms in ase.io.read(valid, index=":"):
+        reference = atoms.get_forces()
+        atoms.calc = JCSPCalculator(model)
+        errors.append(np.abs(atoms.get_forces() - reference).ravel())
+    assert numbers["forces_mae"] == pytest.approx(np.mean(np.concatenate(errors)), rel=1e-6)
+    assert numbers["forces_mae"] > 0
     assert (tmp_path / "model" / "parity_valid.png").stat().st_size > 1000
 
 

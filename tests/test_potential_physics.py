@@ -23,6 +23,7 @@ from jcsp.potentials import LennardJones
 from jcsp.potentials.eam import EAM
 from jcsp.potentials.stillinger_weber import StillingerWeber
 from jcsp.structures.population import pad_structures, stack
+from lammps_ref import IN_CI
 
 POT = "/usr/share/lammps/potentials"
 N_MAX = 32
@@ -51,7 +52,7 @@ def _load(name):
         return LennardJones(epsilon=0.0104, sigma=3.4, cutoff=8.5, truncation="smooth")
     path = os.path.join(POT, {"sw-Si": "Si.sw", "sw-GaN": "GaN.sw", "eam-Cu": "Cu_u3.eam",
                               "eam-AlFe-fs": "AlFe_mm.eam.fs"}[name])
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) and not IN_CI:  # in CI a missing file fails below
         pytest.skip(f"{path} not installed (apt-get install lammps)")
     return (StillingerWeber if name.startswith("sw") else EAM).from_lammps(path)
 
