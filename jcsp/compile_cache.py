@@ -26,19 +26,18 @@ Sharing: the cache is keyed by a hash of the program, the compile options, the b
 and the jax/jaxlib versions, so processes of different versions can share a directory.
 JAX's file cache (``jax._src.lru_cache.LRUCache``) writes an entry with a plain
 ``write_bytes`` of the zlib-compressed executable and never overwrites an existing
-entry; it is not an atomic rename. When the ``filelock`` package is installed, jcsp gives
-the cache a size limit (:data:`MAX_BYTES`), which makes JAX take an inter-process file
-lock around every read and write (and evict least-recently-used entries): concurrent
-processes are then safe. Without ``filelock`` the cache runs unlocked; a reader that
-catches an entry while another process writes it gets a truncated zlib stream, which
-zlib's checksum rejects, and JAX warns and compiles that kernel itself (its
-``_cache_read`` turns read errors into warnings), so a race costs one recompilation,
-never a wrong kernel.
+entry; it is not an atomic rename. jcsp leaves the cache without a size limit, so JAX
+runs it unlocked: a reader that catches an entry while another process writes it gets a
+truncated zlib stream, which zlib's checksum rejects, and JAX warns and compiles that
+kernel itself (its ``_cache_read`` turns read errors into warnings), so a race costs one
+recompilation, never a wrong kernel. A size limit would make JAX lock the directory and
+scan every entry on each write (its least-recently-used eviction), which costs time that
+grows with the number of entries: the test suite, which writes thousands, ran for minutes
+longer with it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import warnings
@@ -46,9 +45,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jax
-
-#: Size limit given to JAX's cache when ``filelock`` is available (enables its locking).
-MAX_BYTES = 4 * 1024**3
 
 _TRUE = {"1", "true", "yes", "on"}
 _state: dict = {"enabled": None, "warned": False}
@@ -106,8 +102,6 @@ def enable(environ: Mapping[str, str] | None = None) -> Path | None:
         return None
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    if importlib.util.find_spec("filelock") is not None:
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     jax.config.update("jax_compilation_cache_dir", str(path))
     _state["enabled"] = path
     return path

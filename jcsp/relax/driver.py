@@ -50,6 +50,7 @@ volume.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import weakref
 from typing import Sequence
 
@@ -381,13 +382,15 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
         else:
             out[i] = _rejected(structures[i], error)
     n_valid = sum(len(members) for members in groups.values())
+    job = _Job(potential=potential, params=params, optimizer=config, relax_cell=relax_cell,
+               dtype=dtype, targets=targets, batch_size=batch_size,
+               steps_per_segment=steps_per_segment, skin=_skin(potential, skin),
+               headroom=headroom, spec=_spec)
     with tqdm(total=n_valid, disable=not progress, desc="relax", unit="structure") as bar:
         for pbc, members in groups.items():
             for n_max, local in bucket_indices([len(structures[i]) for i in members]).items():
                 index = [members[k] for k in local]
-                _relax_bucket(structures, index, potential, params, n_max, pbc, config,
-                              relax_cell, dtype, targets, batch_size, steps_per_segment,
-                              skin, headroom, _spec, out, bar)
+                _relax_bucket(job, structures, index, n_max, pbc, out, bar)
     return out
 
 
@@ -398,16 +401,37 @@ def _batch_for(count: int, n_max: int, batch_size) -> int:
     return min(cap, 1 << (count - 1).bit_length())
 
 
-def _relax_bucket(structures, index, potential, params, n_max, pbc, config, relax_cell,
-                  dtype, targets, batch_size, steps_per_segment, skin, headroom, spec, out,
-                  bar):
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What one :func:`relax` call settled, for the streaming of each bucket.
+
+    ``targets`` holds per-structure arrays (``pressure``, ``fmax``, ``smax`` in eV/Å³ and
+    eV/Å, ``max_steps``) over all inputs; ``skin`` is in Å; ``spec`` is the private
+    fixed-list hook (None: capacities are sized and cached).
+    """
+
+    potential: Potential
+    params: object
+    optimizer: FireConfig | LBFGSConfig
+    relax_cell: bool
+    dtype: np.dtype
+    targets: dict
+    batch_size: int | None
+    steps_per_segment: int
+    skin: float
+    headroom: float
+    spec: nl.NeighborSpec | None
+
+
+def _relax_bucket(job: _Job, structures, index, n_max, pbc, out, bar):
     """Stream the structures ``index`` (one shape bucket) through fixed slots."""
+    potential, dtype, spec = job.potential, job.dtype, job.spec
     pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=dtype, validate=False)
     pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
     frac, cell, mask = pop.frac, pop.cell, pop.mask
-    batch = _batch_for(len(index), n_max, batch_size)
+    batch = _batch_for(len(index), n_max, job.batch_size)
     if spec is None:
-        capacity = _capacity_for(potential, pbc, n_max, _skin(potential, skin), headroom)
+        capacity = _capacity_for(potential, pbc, n_max, job.skin, job.headroom)
         capacity.fit(pop, chunk=batch)
     else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
         capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
@@ -416,10 +440,11 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
         capacity.fit_potential(cell[mask.any(1)] if all(pbc) else np.eye(3)[None])
 
     def compiled():
-        return _kernel(potential, capacity, batch, n_max, config, relax_cell, pbc, dtype)
+        return _kernel(potential, capacity, batch, n_max, job.optimizer, job.relax_cell, pbc,
+                       dtype)
 
     kernel = compiled()
-    per = {k: np.asarray(v)[index] for k, v in targets.items()}
+    per = {k: np.asarray(v)[index] for k, v in job.targets.items()}
     queue = collections.deque(range(len(index)))
     holder = np.full(batch, -1)
 
@@ -448,7 +473,7 @@ def _relax_bucket(structures, index, potential, params, n_max, pbc, config, rela
             free_target = int((holder < 0).sum()) + min(len(queue), max(1, batch // 8))
         elif batch >= MIN_SHRINK:  # stop when the tail is thin enough to repack
             free_target = batch - batch // 4
-        slots = kernel.segment(params, slots, steps_per_segment, free_target)
+        slots = kernel.segment(job.params, slots, job.steps_per_segment, free_target)
         overflow = np.asarray(slots.overflow)
         if overflow.any():  # grow the lists; a new skin spec means every slot rebuilds
             if capacity.grow(int(np.asarray(slots.count)[overflow].max()),
