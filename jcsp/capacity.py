@@ -25,7 +25,6 @@ import numpy as np
 
 from . import neighbors as nl
 from .potentials.base import Potential
-from .structures import population
 from .structures.population import Population
 
 #: Cells remembered to size potentials with per-cell static shapes across calls.
@@ -116,16 +115,12 @@ class Capacity:
         return (self.signature, self.lists)
 
     # --- sizing ---------------------------------------------------------------------
-    def fit(self, pop: Population, *, chunk: int | None = None) -> bool:
+    def fit(self, pop: Population) -> bool:
         """Size lists and potential for the structures of ``pop`` as well as for every
-        earlier one. Structures are counted in chunks of ``chunk`` slots (default: all
-        at once) so the counting kernel compiles once per chunk shape. True when a size
-        changed."""
-        chunk = pop.batch_size if chunk is None else chunk
+        earlier one (neighbors are counted on the host: sizing compiles nothing). True
+        when a size changed."""
         before = self.key
-        for start in range(0, pop.batch_size, chunk):
-            part = population.take(pop, np.arange(start, min(start + chunk, pop.batch_size)))
-            self._union(self._measure(population.pad_structures(part, chunk)))
+        self._union(self._measure(pop))
         cells = np.asarray(pop.cell)[np.asarray(pop.mask).any(1)]
         self.fit_potential(cells if all(self.pbc) else np.eye(3)[None])
         return self.key != before

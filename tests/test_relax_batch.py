@@ -48,7 +48,7 @@ POPULATIONS = [[_crystal(100 * k + j) for j in range(3)] for k in range(1, 4)]
 _ALL = GOOD + [KRYPTON, EXPLODING, TENSION] + sum(POPULATIONS, [])
 _POP = from_atoms(_ALL, n_max=4)
 _CAPACITY = driver._capacity_for(POT, (True, True, True), 4, driver._skin(POT))
-_CAPACITY.fit(_POP, chunk=B)
+_CAPACITY.fit(_POP)
 SPEC = _CAPACITY.spec
 
 

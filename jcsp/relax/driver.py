@@ -432,7 +432,7 @@ def _relax_bucket(job: _Job, structures, index, n_max, pbc, out, bar):
     batch = _batch_for(len(index), n_max, job.batch_size)
     if spec is None:
         capacity = _capacity_for(potential, pbc, n_max, job.skin, job.headroom)
-        capacity.fit(pop, chunk=batch)
+        capacity.fit(pop)
     else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
         capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
                             else spec.cutoff - potential.cutoff)
