@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.build import bulk
+from ase.calculators.lj import LennardJones as AseLJ
 from ase.neighborlist import neighbor_list
 
 from jcsp import neighbors as nl
@@ -47,13 +48,15 @@ def test_fit_holds_every_neighbor_and_never_shrinks():
 
 def test_run_repeats_until_the_lists_fit():
     """Start from a spec far too small: the evaluation overflows, the capacity grows,
-    and the final energy equals one computed with ample room."""
+    and the final energy and forces are ASE's Lennard-Jones (shifted to zero at the
+    cutoff, as ``truncation="shift"``)."""
+    lj = LennardJones(0.0104, 3.4, 6.0, truncation="shift")
     atoms = bulk("Ar", "fcc", a=5.0, cubic=True)
+    atoms.rattle(0.05, seed=3)
     pop = from_atoms([atoms])
-    cap = Capacity(POT, (True, True, True))
+    cap = Capacity(lj, (True, True, True))
     cap.fit(pop)
-    ample = cap.spec
-    cap.lists = cap.lists._replace(skin=nl.NeighborSpec(POT.cutoff, 2, (1, 1, 1)))
+    cap.lists = cap.lists._replace(skin=nl.NeighborSpec(lj.cutoff, 2, (1, 1, 1)))
     calls = []
 
     def energy(spec, sized):
@@ -63,9 +66,12 @@ def test_run_repeats_until_the_lists_fit():
 
     res = cap.run(energy, pop.cell)
     assert len(calls) >= 2 and not bool(res.overflow)
-    ref = energy(ample, POT)
-    assert float(res.energy) == pytest.approx(float(ref.energy), rel=1e-12)
-    assert abs(float(res.energy)) > 0.01
+    assert cap.spec.capacity >= _ase_max_count(atoms, 6.0)
+    ref = atoms.copy()
+    ref.calc = AseLJ(epsilon=0.0104, sigma=3.4, rc=6.0, smooth=False)
+    assert float(res.energy) == pytest.approx(ref.get_potential_energy(), rel=1e-10)
+    np.testing.assert_allclose(np.asarray(res.forces)[:4], ref.get_forces(), atol=1e-10)
+    assert abs(float(res.energy)) > 0.01 and np.abs(ref.get_forces()).max() > 1e-3
 
 
 def test_place_puts_structures_into_chosen_slots():
