@@ -348,6 +348,8 @@ SEARCH_FLAGS = {
     "fmax": (None, "EV_PER_A", "relaxation force criterion, eV/Å"),
     "max_steps": (None, "N", "relaxation steps per structure"),
     "target": (None, "EV_PER_ATOM", "stop once the best enthalpy per atom reaches this"),
+    "moves": (None, "NAME=P,...", "extra moves for any driver with their probabilities, "
+                                  "e.g. surface=0.2,strain=0.1 (see docs/search.md)"),
     "max_grade": (None, "G", "with an ML potential: set aside relaxed structures whose "
                              "extrapolation grade (distance from the training data, in "
                              "units of the farthest training atom) exceeds G"),
@@ -370,7 +372,7 @@ def _search_default(field) -> str:
     instead = {"population": "min(budget, 16)", "cluster_symmetry": "all",
                "groups": f"every feasible one with at most {MAX_GENERAL_POSITIONS} "
                          "general positions",
-               "volume": "from covalent radii"}
+               "volume": "from covalent radii", "moves": "none"}
     if field.name in instead:
         return instead[field.name]
     return "none" if field.default is None else f"{field.default:g}" \

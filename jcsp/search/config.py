@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping
 
 from ..potentials.base import Potential
 from ..settings import Settings, setting
-from . import generate
+from . import generate, moves as moves_table
 from .drivers import DRIVERS
 
 #: The search algorithms, by name.
@@ -66,6 +66,10 @@ class SearchConfig(Settings):
         graded.
       options: the driver's settings (the fields of its ``Config`` in
         :mod:`jcsp.search.drivers`); unknown keys fail.
+      moves: extra moves for any driver, ``{name: probability}`` from
+        :data:`jcsp.search.moves.MOVES` (or ``"name=p,name=p"``): each proposal a driver
+        makes from a parent is replaced, with that probability, by the named move of the
+        same parent (see :mod:`jcsp.search.moves`). Empty by default.
     """
 
     composition: str = setting(None, kind=str)
@@ -85,11 +89,13 @@ class SearchConfig(Settings):
     target: float | None = setting(None, optional=True)
     max_grade: float | None = setting(3.0, optional=True, gt=0)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    moves: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         super().__post_init__()
         counts = self.counts  # a readable composition
         self._set("options", dict(self.options or {}))
+        self._set("moves", moves_table.parse(self.moves))
         self.driver_config  # noqa: B018  (known options with valid values)
         symmetry = self.cluster_symmetry
         if isinstance(symmetry, (list, tuple)):
@@ -198,6 +204,9 @@ class SearchConfig(Settings):
                       groups=None if self.groups is None else list(self.groups),
                       options=dict(self.options))
         del record["cluster_symmetry"]
+        record["moves"] = dict(self.moves)
+        if not self.moves:  # runs recorded before moves existed resume unchanged
+            del record["moves"]
         if self.point_groups is not None:
             record["cluster_symmetry"] = list(self.point_groups)
         if potential.domain is None:

@@ -42,6 +42,7 @@ from ..potentials.base import Potential
 from ..relax import relax
 from . import database as dbm
 from . import generate
+from . import moves as moves_table
 from .archive import Archive
 from .config import ALGORITHMS, RESUMABLE_CHANGES, SearchConfig
 from .drivers import DRIVERS
@@ -262,6 +263,16 @@ class Session:
                 atoms.info["failure_reason"] = (
                     f"outside the potential's training data (extrapolation grade "
                     f"{grade:.1f} > max_grade {limit:g}); its energy is not to be trusted")
+
+    def special_move(self, parent: Atoms, rng: np.random.Generator) -> Atoms | None:
+        """With the probabilities of the search's ``moves`` setting, one of those moves
+        applied to ``parent`` (a relaxed structure); None means "make the driver's own
+        move". Draws no random number when ``moves`` is empty, so searches without it
+        are unchanged."""
+        name = moves_table.draw(self.config.moves, rng)
+        if name is None:
+            return None
+        return moves_table.apply(self, name, parent, rng)
 
     def atom_energies(self, structures: Sequence[Atoms]) -> list[np.ndarray]:
         """[N] per-atom energies (eV) of each relaxed structure under the search's
