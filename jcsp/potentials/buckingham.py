@@ -6,6 +6,14 @@ cut at ``cutoff`` without shift, as LAMMPS ``pair_style buck/coul/long`` does; t
 Coulomb energy of the point charges is the Ewald sum of :mod:`jcsp.potentials.ewald`
 (real-space part within the same cutoff, the role of LAMMPS ``kspace_style ewald``).
 
+GULP-style models (GULP's ``buck`` and ``lennard 12 6`` lines, Gale & Rohl, Mol.
+Simul. 29, 291 (2003)) add, per pair, a Lennard-Jones term ``A'/r^12 - B'/r^6`` and give
+every term its own cutoff: a pair value ``(A, rho, C, rcut)`` cuts that Buckingham term at
+``rcut``, and ``lennard={pair: (A', B', rcut)}`` adds the 12-6 terms. Every term is cut
+without shift, as in GULP without ``taper``; each term's cutoff is at most ``cutoff``,
+which stays the Ewald real-space cutoff and the neighbor-list range. GULP library files
+are read by :mod:`jcsp.potentials.gulp`.
+
 Against LAMMPS: give it the same ``alpha`` (``kspace_modify gewald``) or a tight
 accuracy, and ``pair_modify table 0``. Even then LAMMPS evaluates the real-space erfc
 with the Abramowitz & Stegun 7.1.26 polynomial (absolute error up to 1.5e-7), so its
@@ -24,7 +32,7 @@ oxygen is a shell-model ion, used here on rigid ions (rock salt relaxes to a = 4
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -35,15 +43,27 @@ from . import ewald
 from .base import Potential, to_numbers
 
 
+class _PairTable(NamedTuple):
+    values: list  # one [T, T] array per field
+    cut: np.ndarray  # [T, T] cutoffs, Å
+    given: dict  # pair -> field values as given
+
+
 class BuckinghamCoulomb(Potential):
     """Buckingham pair terms plus Ewald-summed Coulomb interactions of fixed charges.
 
     Args:
       pairs: ``{("Na", "Cl"): (A, rho, C)}`` with A in eV, rho in Å, C in eV·Å⁶; order
-        within a pair does not matter; pairs not listed have no Buckingham term.
+        within a pair does not matter; pairs not listed have no Buckingham term. A fourth
+        value, ``(A, rho, C, rcut)``, cuts that pair's Buckingham term at ``rcut`` Å
+        (at most ``cutoff``; default ``cutoff``).
       charges: ``{"Na": 1.0, "Cl": -1.0}``, in units of e; every species of the model
-        (including those named in ``pairs``) needs one.
-      cutoff: real-space cutoff of both the Buckingham and the screened Coulomb terms, Å.
+        (including those named in ``pairs`` and ``lennard``) needs one.
+      cutoff: real-space cutoff of the screened Coulomb terms and the default cutoff of
+        the pair terms, Å.
+      lennard: ``{("Mg", "O"): (A, B)}`` or ``(A, B, rcut)``: Lennard-Jones terms
+        ``A / r^12 - B / r^6`` (A in eV·Å¹², B in eV·Å⁶; GULP's ``lennard 12 6``), cut at
+        ``rcut`` Å (at most ``cutoff``; default ``cutoff``). Default: none.
       accuracy: relative accuracy of the Ewald sum (see :mod:`.ewald`), sets ``alpha``
         and the reciprocal cutoff ``gmax``.
       alpha: Ewald splitting parameter in 1/Å (LAMMPS ``gewald``), instead of the one
@@ -59,52 +79,90 @@ class BuckinghamCoulomb(Potential):
       >>> nacl = BuckinghamCoulomb(pairs={("Na", "Cl"): (1254.9, 0.317, 6.99)},
       ...                          charges={"Na": 1.0, "Cl": -1.0}, cutoff=10.0)
       >>> big = nacl.for_cells([atoms.cell[:] for atoms in structures])
+      >>> # MAGUS's MgAl2O4 model: buck cut at 7 Å, lennard 12 6 at 6 Å
+      >>> spinel = BuckinghamCoulomb(
+      ...     {("Mg", "O"): (1428.5, 0.2945, 0.0, 7.0), ("Al", "O"): (1114.9, 0.3118, 0.0, 7.0),
+      ...      ("O", "O"): (2023.8, 0.2674, 0.0, 7.0)},
+      ...     {"Mg": 2.0, "Al": 3.0, "O": -2.0}, cutoff=10.0,
+      ...     lennard={pair: (1.5, 0.0, 6.0) for pair in
+      ...              [("Mg", "O"), ("Al", "O"), ("O", "O"), ("Mg", "Mg"), ("Mg", "Al"),
+      ...               ("Al", "Al")]})
     """
 
-    def __init__(self, pairs: Mapping[tuple, tuple[float, float, float]] | None,
-                 charges: Mapping, cutoff: float = 10.0, *, accuracy: float = 1e-8,
-                 alpha: float | None = None, kmax: int | Sequence[int] | None = None):
+    def __init__(self, pairs: Mapping[tuple, tuple[float, ...]] | None,
+                 charges: Mapping, cutoff: float = 10.0, *,
+                 lennard: Mapping[tuple, tuple[float, ...]] | None = None,
+                 accuracy: float = 1e-8, alpha: float | None = None,
+                 kmax: int | Sequence[int] | None = None):
         if not charges:
             raise ValueError("BuckinghamCoulomb needs charges, e.g. {'Na': 1.0, 'Cl': -1.0}")
         if cutoff is None or not cutoff > 0:
             raise ValueError(f"cutoff must be a positive distance in Å (Ewald's real-space "
                              f"cutoff), got {cutoff!r}")
-        pairs = dict(pairs or {})
+        self.cutoff = float(cutoff)
         charge_of = {}
         for name, q in charges.items():
             (z,) = to_numbers([name])
             charge_of[z] = float(q)
         names = sorted(charge_of)
-        for pair in pairs:
-            if len(pair) != 2:
-                raise ValueError(f"pair keys are two elements such as ('Na', 'Cl'), got {pair!r}")
-            for z in to_numbers(pair):
-                if z not in charge_of:
-                    raise ValueError(f"{chemical_symbols[z]} appears in pairs but has no "
-                                     "charge; add it to charges")
         self.species = tuple(names)
-        t = len(names)
-        a = np.zeros((t, t))
-        rho = np.ones((t, t))
-        c = np.zeros((t, t))
-        seen = {}
-        for pair, value in pairs.items():
-            if len(value) != 3:
-                raise ValueError(f"pair {pair!r} needs (A, rho, C), got {value!r}")
-            a_ij, rho_ij, c_ij = (float(x) for x in value)
+        buck = self._pair_table(pairs, names, "pairs", ("A", "rho", "C"), (0.0, 1.0, 0.0))
+        lj = self._pair_table(lennard, names, "lennard", ("A", "B"), (0.0, 0.0))
+        for pair, (_, rho_ij, _) in buck.given.items():
             if not rho_ij > 0:
                 raise ValueError(f"rho of pair {pair!r} must be positive (Å), got {rho_ij!r}")
-            i, j = sorted(names.index(z) for z in to_numbers(pair))
-            if (i, j) in seen and seen[(i, j)] != (a_ij, rho_ij, c_ij):
-                raise ValueError(f"pair {pair!r} is given twice with different parameters")
-            seen[(i, j)] = (a_ij, rho_ij, c_ij)
-            a[i, j] = a[j, i] = a_ij
-            rho[i, j] = rho[j, i] = rho_ij
-            c[i, j] = c[j, i] = c_ij
-        self.cutoff = float(cutoff)
-        self.ewald = ewald.make_spec(self.cutoff, accuracy=accuracy, alpha=alpha, kmax=kmax)
+        # Static flags: terms that are absent, or cut at ``cutoff``, cost nothing extra.
+        self._buck_cut = bool(np.any(buck.cut < self.cutoff))
+        self._lennard = bool(lj.given)
+        self._lennard_cut = bool(np.any(lj.cut < self.cutoff))
+        a, rho, c = buck.values
         self.params = {"A": jnp.asarray(a), "rho": jnp.asarray(rho), "C": jnp.asarray(c),
                        "charge": jnp.asarray([charge_of[z] for z in names])}
+        if self._buck_cut:
+            self.params["buck_cutoff"] = jnp.asarray(buck.cut)
+        if self._lennard:
+            self.params["lennard_A"] = jnp.asarray(lj.values[0])
+            self.params["lennard_B"] = jnp.asarray(lj.values[1])
+            if self._lennard_cut:
+                self.params["lennard_cutoff"] = jnp.asarray(lj.cut)
+        self.ewald = ewald.make_spec(self.cutoff, accuracy=accuracy, alpha=alpha, kmax=kmax)
+
+    def _pair_table(self, given, names, what, fields, empty):
+        """Symmetric [T, T] tables of per-pair values and cutoffs, checked (host side)."""
+        t = len(names)
+        values = [np.full((t, t), e) for e in empty]
+        cut = np.full((t, t), self.cutoff)
+        seen = {}
+        for pair, value in dict(given or {}).items():
+            if isinstance(pair, str) or len(pair) != 2:
+                raise ValueError(f"{what} keys are two elements such as ('Na', 'Cl'), "
+                                 f"got {pair!r}")
+            numbers = to_numbers(pair)
+            for z in numbers:
+                if z not in names:
+                    raise ValueError(f"{chemical_symbols[z]} appears in {what} but has no "
+                                     "charge; add it to charges")
+            shape = ", ".join(fields)
+            if len(value) not in (len(fields), len(fields) + 1):
+                raise ValueError(f"{what} entry {pair!r} needs ({shape}) or ({shape}, "
+                                 f"rcut), got {value!r}")
+            value = tuple(float(x) for x in value)
+            if not all(np.isfinite(value)):
+                raise ValueError(f"{what} entry {pair!r} has a non-finite value: {value!r}")
+            rcut = value[len(fields)] if len(value) > len(fields) else self.cutoff
+            if not 0 < rcut <= self.cutoff:
+                raise ValueError(f"cutoff of {what} entry {pair!r} must be in (0, cutoff = "
+                                 f"{self.cutoff:g}] Å, got {rcut!r}; raise the model's "
+                                 "cutoff (the Ewald real-space cutoff) to allow it")
+            i, j = sorted(names.index(z) for z in numbers)
+            if (i, j) in seen and seen[(i, j)] != value + (rcut,):
+                raise ValueError(f"{what} entry {pair!r} is given twice with different "
+                                 "parameters")
+            seen[(i, j)] = value + (rcut,)
+            for table, x in zip(values + [cut], value[:len(fields)] + (rcut,)):
+                table[i, j] = table[j, i] = x
+        given = {pair: v[:len(fields)] for pair, v in dict(given or {}).items()}
+        return _PairTable(values, cut, given)
 
     @property
     def alpha(self) -> float:
@@ -140,9 +198,17 @@ class BuckinghamCoulomb(Potential):
         r = safe_norm(graph.nbr_vec, graph.nbr_mask)
         edge = graph.nbr_mask & (r < self.cutoff)
         r = jnp.where(edge, r, 1.0)
-        buck = a * jnp.exp(-r / rho) - c / r**6
-        e_buck = 0.5 * jnp.sum(jnp.where(edge, buck, 0.0), axis=-1)
-        return e_buck + ewald.ewald_energies(graph, charges, self.ewald)
+        inv6 = 1.0 / r**6
+        pair = a * jnp.exp(-r / rho) - c * inv6
+        if self._buck_cut:
+            pair = jnp.where(r < params["buck_cutoff"][ti, tj], pair, 0.0)
+        if self._lennard:
+            lj = (params["lennard_A"][ti, tj] * inv6 - params["lennard_B"][ti, tj]) * inv6
+            if self._lennard_cut:
+                lj = jnp.where(r < params["lennard_cutoff"][ti, tj], lj, 0.0)
+            pair = pair + lj
+        e_pair = 0.5 * jnp.sum(jnp.where(edge, pair, 0.0), axis=-1)
+        return e_pair + ewald.ewald_energies(graph, charges, self.ewald)
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]
