@@ -279,6 +279,31 @@ def _rejected(atoms: Atoms, error: str) -> Atoms:
     return out
 
 
+def _options(potential, *, fmax, smax, optimizer, max_steps, steps_per_segment, batch_size,
+             headroom, skin, dtype, params) -> dict:
+    """The checked options of :func:`relax` and :func:`relax_stream` (host side)."""
+    out = dict(fmax=_number(fmax, "fmax"),
+               smax=None if smax is None else _number(smax, "smax"),
+               optimizer=_config(optimizer), max_steps=_integer(max_steps, "max_steps", 0),
+               steps_per_segment=_integer(steps_per_segment, "steps_per_segment", 1),
+               batch_size=None if batch_size is None else _integer(batch_size, "batch_size", 1),
+               headroom=_number(headroom, "headroom"))
+    if out["headroom"] < 1:
+        raise ValueError(f"headroom must be >= 1, got {headroom!r}")
+    if skin is not None and (_number(skin, "skin", positive=False) < 0):
+        raise ValueError(f"skin must be >= 0 Å, got {skin!r}")
+    out["skin"] = _skin(potential, skin)
+    dtype = np.dtype(jnp.zeros(()).dtype if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    out["dtype"] = dtype
+    params = potential.params if params is None else params
+    out["params"] = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+        else jnp.asarray(a), params)
+    return out
+
+
 # --- the public entry point -----------------------------------------------------------
 def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
           pressure=0.0, relax_cell: bool = True, optimizer="fire", max_steps: int = 3000,
@@ -348,26 +373,13 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
     """
     _check_arguments(structures, potential)
     n = len(structures)
-    fmax = _number(fmax, "fmax")
-    smax_gpa = None if smax is None else _number(smax, "smax")
     p_gpa = _pressures(pressure, n)
-    config = _config(optimizer)
-    max_steps = _integer(max_steps, "max_steps", 0)
-    steps_per_segment = _integer(steps_per_segment, "steps_per_segment", 1)
-    if batch_size is not None:
-        batch_size = _integer(batch_size, "batch_size", 1)
-    headroom = _number(headroom, "headroom")
-    if headroom < 1:
-        raise ValueError(f"headroom must be >= 1, got {headroom!r}")
-    if skin is not None and (_number(skin, "skin", positive=False) < 0):
-        raise ValueError(f"skin must be >= 0 Å, got {skin!r}")
-    dtype = np.dtype(jnp.zeros(()).dtype if dtype is None else dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    params = potential.params if params is None else params
-    params = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
-        else jnp.asarray(a), params)
+    opts = _options(potential, fmax=fmax, smax=smax, optimizer=optimizer, max_steps=max_steps,
+                    steps_per_segment=steps_per_segment, batch_size=batch_size,
+                    headroom=headroom, skin=skin, dtype=dtype, params=params)
+    fmax, smax_gpa, max_steps, dtype = opts["fmax"], opts["smax"], opts["max_steps"], opts["dtype"]
+    params, config, batch_size = opts["params"], opts["optimizer"], opts["batch_size"]
+    steps_per_segment, headroom = opts["steps_per_segment"], opts["headroom"]
 
     targets = dict(pressure=gpa_to_ev_per_a3(p_gpa), fmax=np.full(n, fmax),
                    smax=np.full(n, -1.0 if smax_gpa is None else gpa_to_ev_per_a3(smax_gpa)),
@@ -384,7 +396,7 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
     n_valid = sum(len(members) for members in groups.values())
     job = _Job(potential=potential, params=params, optimizer=config, relax_cell=relax_cell,
                dtype=dtype, targets=targets, batch_size=batch_size,
-               steps_per_segment=steps_per_segment, skin=_skin(potential, skin),
+               steps_per_segment=steps_per_segment, skin=opts["skin"],
                headroom=headroom, spec=_spec)
     with tqdm(total=n_valid, disable=not progress, desc="relax", unit="structure") as bar:
         for pbc, members in groups.items():
@@ -423,88 +435,312 @@ class _Job:
     spec: nl.NeighborSpec | None
 
 
-def _relax_bucket(job: _Job, structures, index, n_max, pbc, out, bar):
-    """Stream the structures ``index`` (one shape bucket) through fixed slots."""
-    potential, dtype, spec = job.potential, job.dtype, job.spec
-    pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=dtype, validate=False)
-    pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
-    frac, cell, mask = pop.frac, pop.cell, pop.mask
-    batch = _batch_for(len(index), n_max, job.batch_size)
-    if spec is None:
-        capacity = _capacity_for(potential, pbc, n_max, job.skin, job.headroom)
-        capacity.fit(pop)
-    else:  # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
-        capacity = Capacity(potential, pbc, skin=0.0 if spec.cutoff is None
-                            else spec.cutoff - potential.cutoff)
-        capacity.lists = ListSpec(spec, spec.capacity if capacity.trimmed else None)
-        capacity.fit_potential(cell[mask.any(1)] if all(pbc) else np.eye(3)[None])
+class _Bucket:
+    """The ``B`` fixed slots of one bucket (one ``n_max``, one periodicity) being
+    streamed (host side): load structures into free slots, run a segment, harvest.
 
-    def compiled():
-        return _kernel(potential, capacity, batch, n_max, job.optimizer, job.relax_cell, pbc,
-                       dtype)
+    Every structure is identified by a ``key`` (an int of the caller's); ``holder[b]``
+    is the key in slot ``b`` (-1: free). Capacity growth, overflow and resizing are
+    handled here, so :func:`relax` and :func:`relax_stream` run the same code.
+    """
 
-    kernel = compiled()
-    per = {k: np.asarray(v)[index] for k, v in job.targets.items()}
-    queue = collections.deque(range(len(index)))
-    holder = np.full(batch, -1)
+    def __init__(self, job: _Job, n_max: int, pbc: tuple, batch: int, capacity: Capacity):
+        self.job, self.n_max, self.pbc, self.batch, self.capacity = job, n_max, pbc, batch, capacity
+        self.kernel = self.compiled()
+        self.slots = None
+        self.holder = np.full(batch, -1)
+        self.sources: dict = {}  # key -> (input Atoms, its frac [n, 3], cell [3, 3])
+        self.n_segments = 0
+        self.slot_steps = 0      # sum over segments of the steps each slot advanced
+        self.slot_capacity = 0   # sum over segments of batch x the iterations it ran
 
-    def fill(slots):
-        free = np.nonzero(holder < 0)[0][: len(queue)]
-        take = np.array([queue.popleft() for _ in free], int)
-        holder[free] = take
+    def compiled(self) -> Kernel:
+        job = self.job
+        return _kernel(job.potential, self.capacity, self.batch, self.n_max, job.optimizer,
+                       job.relax_cell, self.pbc, job.dtype)
+
+    @property
+    def n_free(self) -> int:
+        return int((self.holder < 0).sum())
+
+    @property
+    def busy(self) -> bool:
+        return bool((self.holder >= 0).any())
+
+    def load(self, pop, per: dict, keys, structures) -> None:
+        """Put the structures of ``pop`` (numpy, padded to ``n_max``; at most
+        :attr:`n_free` of them) into free slots; ``per`` holds their [k] targets."""
+        batch, dtype = self.batch, self.job.dtype
+        keys = np.asarray(keys, int)
+        free = np.nonzero(self.holder < 0)[0][: len(keys)]
+        if len(free) < len(keys):
+            raise ValueError(f"{len(keys)} structures for {len(free)} free slots")
+        self.holder[free] = keys
+        for k, key in enumerate(keys):
+            self.sources[int(key)] = (structures[k], pop.frac[k], pop.cell[k])
         select = np.zeros(batch, bool)
         select[free] = True
-        incoming = place(population.take(pop, take), free, batch)
+        incoming = place(pop, free, batch)
         extra = {}
         for k in ("pressure", "fmax", "smax", "max_steps"):
             extra[k] = np.zeros(batch, per[k].dtype)
-            extra[k][free] = per[k][take]
+            extra[k][free] = per[k]
         args = [incoming.frac, incoming.cell, incoming.species, incoming.mask]
         args += [extra[k].astype(dtype) for k in ("pressure", "fmax", "smax")]
         args = jax.device_put(args + [extra["max_steps"]])
-        if slots is None:
-            slots = kernel.blank(*args)
-        return kernel.refill(slots, jnp.asarray(select), *args)
+        if self.slots is None:
+            self.slots = self.kernel.blank(*args)
+        self.slots = self.kernel.refill(self.slots, jnp.asarray(select), *args)
 
-    slots = fill(None)
-    while (holder >= 0).any():
-        free_target = batch + 1
-        if queue:
-            free_target = int((holder < 0).sum()) + min(len(queue), max(1, batch // 8))
-        elif batch >= MIN_SHRINK:  # stop when the tail is thin enough to repack
-            free_target = batch - batch // 4
-        slots = kernel.segment(job.params, slots, job.steps_per_segment, free_target)
+    def refit(self, pop) -> None:
+        """Size the capacity for new structures too (streams learn their structures as
+        they come); a grown list spec marks every slot's list stale."""
+        before = self.capacity.spec
+        if self.capacity.fit(pop):
+            if self.slots is not None and self.capacity.spec != before:
+                self.slots = _restale(self.slots, self.capacity.spec, self.pbc)
+            self.kernel = self.compiled()
+
+    def advance(self, free_target: int) -> np.ndarray:
+        """One segment; returns the slots whose structure is finished (empty after an
+        overflow, which grows the lists for the next segment)."""
+        job, capacity = self.job, self.capacity
+        before = np.asarray(self.slots.steps)
+        self.slots = self.kernel.segment(job.params, self.slots, job.steps_per_segment,
+                                         free_target)
+        slots = self.slots
+        advanced = np.where(self.holder >= 0, np.asarray(slots.steps) - before, 0)
+        self.n_segments += 1
+        self.slot_steps += int(advanced.sum())
+        self.slot_capacity += self.batch * int(advanced.max(initial=0))
         overflow = np.asarray(slots.overflow)
         if overflow.any():  # grow the lists; a new skin spec means every slot rebuilds
             if capacity.grow(int(np.asarray(slots.count)[overflow].max()),
                              int(np.asarray(slots.count_cut)[overflow].max()),
                              np.asarray(slots.overflow_cell)[overflow]):
-                slots = _restale(slots, capacity.spec, pbc)
-            kernel = compiled()
-            continue
+                self.slots = _restale(slots, capacity.spec, self.pbc)
+            self.kernel = self.compiled()
+            return np.zeros(0, int)
         live = np.asarray(slots.live)
-        finished = np.nonzero((holder >= 0) & ~live)[0]
+        finished = np.nonzero((self.holder >= 0) & ~live)[0]
         if finished.size:
-            slots, revived = _resize(slots, finished, capacity)
+            self.slots, revived = _resize(slots, finished, capacity)
             if revived.size:
-                kernel = compiled()
+                self.kernel = self.compiled()
                 finished = np.setdiff1d(finished, revived)
-        if finished.size:
-            _harvest(slots, finished, holder, index, structures, frac, cell, pbc, out)
-            holder[finished] = -1
-            bar.update(finished.size)
-        if queue and (holder < 0).any():
-            slots = fill(slots)
-        occupied = np.nonzero(holder >= 0)[0]
-        if not queue and batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
-            # The tail: a few slow structures would keep a wide batch busy. Repack them
-            # into a narrower batch (its own compiled shape, cached like any other).
+        return finished
+
+    def harvest(self, finished) -> list[tuple[int, Atoms]]:
+        """(key, relaxed Atoms) of the finished slots, which become free."""
+        out = _harvest(self.slots, finished, [self.sources.pop(int(self.holder[b]))
+                                              for b in finished], self.pbc)
+        keys = [int(self.holder[b]) for b in finished]
+        self.holder[finished] = -1
+        return list(zip(keys, out))
+
+    def shrink(self) -> None:
+        """With nothing left to load and at most a quarter of a wide batch busy, repack
+        the slow tail into a narrower batch (its own compiled shape, cached)."""
+        occupied = np.nonzero(self.holder >= 0)[0]
+        batch = self.batch
+        if batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
             narrow = max(MIN_SHRINK // 4, 1 << int(np.ceil(np.log2(2 * occupied.size))))
-            keep = np.concatenate([occupied, np.nonzero(holder < 0)[0]])[:narrow]
-            slots = jax.tree_util.tree_map(lambda x: x[keep], slots)
-            holder = holder[keep]
-            batch = narrow
-            kernel = compiled()
+            keep = np.concatenate([occupied, np.nonzero(self.holder < 0)[0]])[:narrow]
+            self.slots = jax.tree_util.tree_map(lambda x: x[keep], self.slots)
+            self.holder = self.holder[keep]
+            self.batch = narrow
+            self.kernel = self.compiled()
+
+    def tail_target(self) -> int:
+        """``free_target`` of a segment when nothing is waiting to be loaded: run to the
+        end, or (wide batches) until three quarters of the slots are free."""
+        return self.batch - self.batch // 4 if self.batch >= MIN_SHRINK else self.batch + 1
+
+
+def _bucket_capacity(job: _Job, pbc, n_max, pop) -> Capacity:
+    """The bucket's capacity, fitted to ``pop`` (or the private ``_spec`` hook's)."""
+    spec = job.spec
+    if spec is None:
+        capacity = _capacity_for(job.potential, pbc, n_max, job.skin, job.headroom)
+        capacity.fit(pop)
+        return capacity
+    # the private ``_spec`` hook: these lists, a capacity of its own (not cached)
+    capacity = Capacity(job.potential, pbc, skin=0.0 if spec.cutoff is None
+                        else spec.cutoff - job.potential.cutoff)
+    capacity.lists = ListSpec(spec, spec.capacity if capacity.trimmed else None)
+    capacity.fit_potential(pop.cell[pop.mask.any(1)] if all(pbc) else np.eye(3)[None])
+    return capacity
+
+
+def _relax_bucket(job: _Job, structures, index, n_max, pbc, out, bar):
+    """Stream the structures ``index`` (one shape bucket) through fixed slots."""
+    pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=job.dtype,
+                     validate=False)
+    pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
+    capacity = _bucket_capacity(job, pbc, n_max, pop)
+    bucket = _Bucket(job, n_max, pbc, _batch_for(len(index), n_max, job.batch_size), capacity)
+    per = {k: np.asarray(v)[index] for k, v in job.targets.items()}
+    queue = collections.deque(range(len(index)))
+
+    def fill():
+        take = np.array([queue.popleft() for _ in range(min(bucket.n_free, len(queue)))], int)
+        bucket.load(population.take(pop, take), {k: v[take] for k, v in per.items()}, take,
+                    [structures[index[t]] for t in take])
+
+    fill()
+    while bucket.busy:
+        free_target = bucket.tail_target()
+        if queue:
+            free_target = bucket.n_free + min(len(queue), max(1, bucket.batch // 8))
+        finished = bucket.advance(free_target)
+        if finished.size:
+            for local, atoms in bucket.harvest(finished):
+                out[index[local]] = atoms
+            bar.update(finished.size)
+        if queue and bucket.n_free:
+            fill()
+        if not queue:
+            bucket.shrink()
+
+
+def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float = 0.0,
+                 relax_cell: bool = True, optimizer="fire", max_steps: int = 3000, *,
+                 batch_size: int, smax: float | None = None, steps_per_segment: int = 100,
+                 dtype=None, params=None, skin: float | None = None, headroom: float = 1.0,
+                 stats: dict | None = None):
+    """Relax structures as they come, keeping ``batch_size`` slots busy (host side).
+
+    A generator over the finished structures. Whenever slots are free (at the start and
+    after each segment of the compiled relaxation), ``feed(n_free)`` is called for up to
+    ``n_free`` new structures; each finished one is yielded as soon as its segment ends,
+    so a search can turn it into its next candidate while the others keep relaxing.
+    Every structure runs through the same bucket, capacity, compiled kernel and checks
+    as in :func:`relax` (no extra compilation), and its numbers are those it gets from
+    ``relax(..., batch_size=batch_size)``: a slot's numbers do not depend on the other
+    slots or on when it was loaded (``tests/test_search_pipeline.py`` checks it bit for
+    bit). Invalid inputs (:func:`screen`) take no slot and come back flagged, as in
+    :func:`relax`.
+
+    Args:
+      feed: ``feed(n_free) -> list[Atoms] | None``: up to ``n_free`` new structures,
+        ``[]`` when none are ready now, ``None`` when no more will come. All must be of
+        one atom count (bucket) and periodicity, that of the first one.
+      potential, fmax, pressure, relax_cell, optimizer, max_steps, smax,
+        steps_per_segment, dtype, params, skin, headroom: as in :func:`relax`
+        (``pressure``: one number, GPa).
+      batch_size: the number of slots.
+      stats: if given, filled with ``segments``, ``occupancy`` (mean fraction of the
+        slots that were relaxing during the segments' iterations) and ``batch``.
+
+    Yields:
+      ``(k, relaxed)``: ``k`` counts the structures in the order ``feed`` gave them
+      (from 0); ``relaxed`` is as in :func:`relax`'s output.
+
+    Raises:
+      ValueError: bad options, a fed entry that is not an ``ase.Atoms``, more
+        structures than asked for, or one of another bucket than the first.
+
+    Example:
+      >>> todo = iter(structures)
+      >>> feed = lambda n: [a for _, a in zip(range(n), todo)] or None
+      >>> for k, atoms in relax_stream(feed, lj, batch_size=16):
+      ...     print(k, atoms.info["enthalpy"])
+    """
+    if not isinstance(potential, Potential):
+        raise ValueError(f"potential must be a jcsp potential, got {type(potential).__name__}")
+    batch_size = _integer(batch_size, "batch_size", 1)
+    p_ev = float(gpa_to_ev_per_a3(_pressures(pressure, 1)[0]))
+    opts = _options(potential, fmax=fmax, smax=smax, optimizer=optimizer, max_steps=max_steps,
+                    steps_per_segment=steps_per_segment, batch_size=batch_size,
+                    headroom=headroom, skin=skin, dtype=dtype, params=params)
+    smax_ev = -1.0 if opts["smax"] is None else float(gpa_to_ev_per_a3(opts["smax"]))
+    job = _Job(potential=potential, params=opts["params"], optimizer=opts["optimizer"],
+               relax_cell=relax_cell, dtype=opts["dtype"], targets={}, batch_size=batch_size,
+               steps_per_segment=opts["steps_per_segment"], skin=opts["skin"],
+               headroom=opts["headroom"], spec=None)
+    bucket = None
+    shape = None  # (pbc, n_max) of the stream
+    counter = 0
+    ready: list = []  # invalid inputs, returned at once
+    exhausted = False
+
+    def pull(n):
+        nonlocal bucket, shape, counter, exhausted
+        new = feed(n)
+        if new is None:
+            exhausted = True
+            return
+        if isinstance(new, Atoms) or not isinstance(new, Sequence):
+            raise ValueError("feed must return a list of ase.Atoms (or None when done)")
+        if len(new) > n:
+            raise ValueError(f"feed returned {len(new)} structures for {n} free slots")
+        keys = list(range(counter, counter + len(new)))
+        counter += len(new)
+        if not new:
+            return
+        _check_arguments(new, potential)
+        valid = []
+        for key, atoms, error in zip(keys, new, screen(new, potential)):
+            if error is not None:
+                ready.append((key, _rejected(atoms, error)))
+                continue
+            here = (tuple(bool(p) for p in atoms.pbc), population.bucket_size(len(atoms)))
+            if shape is None:
+                shape = here
+            elif here != shape:
+                raise ValueError(
+                    f"relax_stream relaxes one bucket: structure {key} has {len(atoms)} "
+                    f"atoms and pbc {here[0]}, the stream holds up to {shape[1]} atoms with "
+                    f"pbc {shape[0]}; relax other sizes in a stream (or relax call) of "
+                    "their own")
+            valid.append((key, atoms))
+        if not valid:
+            return
+        pbc, n_max = shape
+        pop = from_atoms([a for _, a in valid], n_max=n_max, dtype=job.dtype, validate=False)
+        pop = jax.tree_util.tree_map(np.asarray, pop)
+        if bucket is None:
+            bucket = _Bucket(job, n_max, pbc, batch_size,
+                             _bucket_capacity(job, pbc, n_max, pop))
+        else:
+            bucket.refit(pop)
+        k = len(valid)
+        per = dict(pressure=np.full(k, p_ev), fmax=np.full(k, opts["fmax"]),
+                   smax=np.full(k, smax_ev), max_steps=np.full(k, opts["max_steps"], np.int32))
+        bucket.load(pop, per, [key for key, _ in valid], [a for _, a in valid])
+
+    def free() -> int:
+        return batch_size if bucket is None else bucket.n_free
+
+    try:
+        while True:
+            fed = False
+            while not exhausted and free() > 0:  # fill the free slots
+                before = counter
+                pull(free())
+                if counter == before:  # nothing ready now
+                    break
+                fed = True
+                if ready:  # invalid ones: the caller sees them before it is asked again
+                    break
+            while ready:
+                yield ready.pop(0)
+            if bucket is None or not bucket.busy:
+                if fed and not exhausted:  # only invalid ones came: ask again
+                    continue
+                return
+            free_target = (bucket.tail_target() if exhausted
+                           else bucket.n_free + max(1, bucket.batch // 8))
+            finished = bucket.advance(free_target)
+            if finished.size:
+                yield from bucket.harvest(finished)
+            if exhausted:
+                bucket.shrink()
+    finally:
+        if stats is not None and bucket is not None:
+            stats.update(segments=bucket.n_segments, batch=batch_size,
+                         occupancy=(bucket.slot_steps / bucket.slot_capacity
+                                    if bucket.slot_capacity else float("nan")))
 
 
 def _restale(slots: Slots, spec, pbc) -> Slots:
@@ -532,16 +768,15 @@ def _resize(slots: Slots, finished, capacity: Capacity):
                          reason=jnp.asarray(code)), suspects
 
 
-def _harvest(slots, finished, holder, index, structures, frac0, cell0, pbc, out):
-    """Turn finished slots into output ``ase.Atoms`` (host side)."""
+def _harvest(slots, finished, sources, pbc) -> list[Atoms]:
+    """Output ``ase.Atoms`` of the finished slots (host side); ``sources[k]`` is
+    (input Atoms, its padded starting frac, its starting cell) of ``finished[k]``."""
     names = ("energy", "enthalpy", "forces", "stress", "frac", "cell", "steps", "converged",
              "failed", "reason", "pressure")
     data = dict(zip(names, jax.device_get(tuple(getattr(slots, k) for k in names))))
     periodic = all(pbc)
-    for b in finished:
-        local = holder[b]
-        g = index[local]
-        src = structures[g]
+    out = []
+    for b, (src, frac0, cell0) in zip(finished, sources):
         n = len(src)
         atoms = src.copy()
         del atoms.constraints
@@ -549,7 +784,7 @@ def _harvest(slots, finished, holder, index, structures, frac0, cell0, pbc, out)
         if periodic:
             atoms.set_cell(data["cell"][b])
         else:  # undo the centring of the cluster inside its bookkeeping box
-            start = frac0[local][:n] @ cell0[local]
+            start = frac0[:n] @ cell0
             positions = positions + np.mean(src.get_positions() - start, axis=0)
         atoms.positions[:] = positions
         energy = float(data["energy"][b])
@@ -576,9 +811,10 @@ def _harvest(slots, finished, holder, index, structures, frac0, cell0, pbc, out)
             info["error"] = f"{REASONS[code]}; {ADVICE[code]}"
         atoms.info = info
         atoms.calc = SinglePointCalculator(atoms, **calc)
-        out[g] = atoms
+        out.append(atoms)
+    return out
 
 
-__all__ = ["relax", "screen", "ADVICE", "FireConfig", "LBFGSConfig", "MAX_FORCE", "MIN_VOLUME_PER_ATOM",
+__all__ = ["relax", "relax_stream", "screen", "ADVICE", "FireConfig", "LBFGSConfig", "MAX_FORCE", "MIN_VOLUME_PER_ATOM",
            "MAX_VOLUME_RATIO", "REASONS", "Slots"]
 
