@@ -9,12 +9,16 @@ clusters); Oganov & Glass, J. Chem. Phys. 124, 244704 (2006) (slab heredity for
 crystals, lattice mutation, permutation); Wales & Doye, J. Phys. Chem. A 101, 5111
 (1997) (random displacements of basin hopping); Deaven & Ho 1995, Locatelli & Schoen,
 Comput. Optim. Appl. 26, 173 (2003) and Cheng et al., J. Phys. Chem. A 113, 9309 (2009)
-(moving the highest-energy, least-coordinated atoms to surface sites).
+(moving the highest-energy, least-coordinated atoms to surface sites); Oganov & Glass
+2006 and Lyakhov, Oganov, Stokes & Zhu, Comput. Phys. Commun. 184, 1172 (2013)
+(USPEX: heredity and permutation that respect the parents' symmetry, here whole
+Wyckoff orbits found by spglib, :func:`orbit_heredity` and :func:`permute_orbits`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import spglib
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
@@ -237,5 +241,129 @@ def sane(atoms: Atoms, length: float, factor: float = 0.5) -> bool:
     return min_distance(atoms) >= factor * length
 
 
+# --- Wyckoff-aware operators (crystals) ---------------------------------------------------
+def orbits(atoms: Atoms, symprec: float):
+    """The crystallographic orbits of ``atoms`` under the space group spglib finds at
+    ``symprec`` (Å): ``(orbits, rotations [M, 3, 3], translations [M, 3])`` with
+    ``orbits`` a list of index arrays (the atoms of one Wyckoff orbit each; spglib's
+    ``equivalent_atoms``), or None when spglib finds no group."""
+    data = spglib.get_symmetry_dataset((atoms.cell[:], atoms.get_scaled_positions(),
+                                        atoms.numbers), symprec=symprec)
+    if data is None:
+        return None
+    eq = np.asarray(data.equivalent_atoms)
+    groups = [np.flatnonzero(eq == k) for k in np.unique(eq)]
+    return groups, np.asarray(data.rotations, float), np.asarray(data.translations, float)
+
+
+def permute_orbits(atoms: Atoms, rng: np.random.Generator, symprec: float) -> Atoms | None:
+    """Permutation of whole orbits: the species of two Wyckoff orbits of equal size and
+    unlike species exchanged, which keeps every symmetry operation of the structure
+    (and the composition). None when no such pair of orbits exists."""
+    found = orbits(atoms, symprec)
+    if found is None:
+        return None
+    groups = found[0]
+    pairs = [(i, j) for i in range(len(groups)) for j in range(i + 1, len(groups))
+             if len(groups[i]) == len(groups[j])
+             and atoms.numbers[groups[i][0]] != atoms.numbers[groups[j][0]]]
+    if not pairs:
+        return None
+    i, j = pairs[int(rng.integers(len(pairs)))]
+    numbers = atoms.numbers.copy()
+    numbers[groups[i]] = atoms.numbers[groups[j][0]]
+    numbers[groups[j]] = atoms.numbers[groups[i][0]]
+    return _fresh(atoms, numbers, frac=atoms.get_scaled_positions())
+
+
+def _subset_sum(sizes, target: int):
+    """Indices of ``sizes`` adding up to ``target`` exactly, or None."""
+    reach = {0: []}
+    for k, s in enumerate(sizes):
+        for total, picked in list(reach.items()):
+            if total + s <= target and total + s not in reach:
+                reach[total + s] = picked + [k]
+    return reach.get(target)
+
+
+def _periodic_orbit(point, rot, trans, cell, merge: float, tol: float) -> np.ndarray:
+    """[m, 3] fractional orbit of ``point`` under ``(rot, trans)``, after snapping it
+    onto the special position it is within ``merge`` (Å) of (the mean of its images that
+    close, nearest lattice images taken)."""
+    images = point @ rot.transpose(0, 2, 1) + trans
+    delta = images - point
+    delta -= np.round(delta)
+    near = np.linalg.norm(delta @ cell, axis=1) < merge
+    point = (point + delta[near].mean(0)) % 1.0
+    images = (point @ rot.transpose(0, 2, 1) + trans) % 1.0
+    out: list[np.ndarray] = []
+    for q in images:
+        if not out:
+            out.append(q)
+            continue
+        d = np.array(out) - q
+        d -= np.round(d)
+        if np.linalg.norm(d @ cell, axis=1).min() > tol:
+            out.append(q)
+    return np.array(out)
+
+
+def orbit_heredity(a: Atoms, b: Atoms, rng: np.random.Generator, symprec: float,
+                   length: float) -> Atoms | None:
+    """Heredity by Wyckoff orbits: a random quarter to three quarters of parent ``a``'s
+    orbits (spglib at ``symprec``) are kept whole, and the rest of the composition is
+    filled with the orbits, under ``a``'s operations, of ``b``'s atoms (``b``'s
+    fractional coordinates, randomly shifted), then with ``a``'s remaining orbits where
+    ``b``'s do not add up. The child has ``a``'s cell scaled to the parents' mean volume
+    and, up to the snapping of near-special points, ``a``'s space group. None when
+    spglib finds no group for ``a``.
+
+    Args:
+      length: bond length, Å (points nearer than half of it merge onto a special
+        position; orbits of ``b`` closer than 0.6 of it to placed atoms are skipped).
+    """
+    found = orbits(a, symprec)
+    if found is None:
+        return None
+    groups, rot, trans = found
+    n = len(a)
+    volume = 0.5 * (abs(a.get_volume()) + abs(b.get_volume()))
+    cell = a.cell[:] * (volume / abs(a.get_volume())) ** (1 / 3)
+    frac_a = a.get_scaled_positions()
+    order = rng.permutation(len(groups))
+    goal = rng.uniform(0.25, 0.75) * n
+    kept, taken = [], 0
+    for k in order:
+        if taken + len(groups[k]) <= goal:
+            kept.append(k)
+            taken += len(groups[k])
+    rest = [k for k in order if k not in kept]
+    points = [frac_a[groups[k]] for k in kept]
+    numbers = [a.numbers[groups[k]] for k in kept]
+    frac_b = (b.get_scaled_positions() + rng.uniform(0, 1, 3)) % 1.0
+    for z in np.unique(a.numbers):
+        need = int(np.sum(a.numbers == z)) - sum(int(np.sum(x == z)) for x in numbers)
+        spare = [k for k in rest if a.numbers[groups[k][0]] == z]
+        for j in rng.permutation(np.flatnonzero(b.numbers == z)):
+            if need == 0:
+                break
+            orbit = _periodic_orbit(frac_b[j], rot, trans, cell, 0.5 * length, 1e-3 * length)
+            if len(orbit) > need or _subset_sum([len(groups[k]) for k in spare],
+                                                need - len(orbit)) is None:
+                continue
+            placed = np.vstack(points) if points else np.zeros((0, 3))
+            if len(placed) and _periodic_distances(orbit, placed, cell).min() < 0.6 * length:
+                continue
+            points.append(orbit)
+            numbers.append(np.full(len(orbit), z))
+            need -= len(orbit)
+        fill = _subset_sum([len(groups[k]) for k in spare], need)
+        for i in fill:
+            points.append(frac_a[groups[spare[i]]])
+            numbers.append(a.numbers[groups[spare[i]]])
+    return _fresh(a, np.concatenate(numbers), frac=np.vstack(points) % 1.0, cell=cell)
+
+
 __all__ = ["strain", "displace", "rattle", "permute", "cut_and_splice", "min_distance",
-           "sane", "random_strain", "relocate", "surface_site"]
+           "sane", "random_strain", "relocate", "surface_site", "orbits", "permute_orbits",
+           "orbit_heredity"]

@@ -14,7 +14,10 @@ generations (not over the budget, so extending a run does not change its past) a
 the particle and the global best. The worst ``reseed`` fraction of the particles is
 replaced by fresh random symmetric structures (with their velocities zeroed), which
 keeps the swarm from collapsing. Atoms are matched by index; a moved structure that
-puts atoms closer than half a bond length becomes a random structure too.
+puts atoms closer than half a bond length becomes a random structure too. A search's
+``moves`` setting (:meth:`jcsp.search.run.Session.special_move`) may replace a
+particle's flight by one of the named moves applied to its current structure (its
+velocity is then kept for the next flight).
 """
 
 from __future__ import annotations
@@ -118,7 +121,9 @@ def run(session, config: Config) -> None:
             p = swarm[i]
             child = None
             if i not in reseed and np.isfinite(p.f):
-                child = _move(p, gbest, w, config, rng, session.length)
+                child = session.special_move(p.x, rng)
+                if child is None:
+                    child = _move(p, gbest, w, config, rng, session.length)
                 if not ops.sane(child, session.length):
                     child = None
             moves.append(child)
