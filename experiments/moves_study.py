@@ -1,0 +1,120 @@
+"""Do the new moves help? GA (and PSO) on Lennard-Jones clusters with and without them.
+
+For each cluster size, variant and seed, runs ``jcsp.search`` from plain random starts
+(``cluster_symmetry=None``: no point-group starts, so the moves have to find the
+symmetry themselves), stopping at the Cambridge Cluster Database minimum (``target``) or
+at the budget, and records the relaxations to the first hit (None: missed) and the wall
+time. Variants (``--variants``):
+
+- ``ga``: the genetic algorithm with its default operators (Deaven-Ho cut-and-splice,
+  rattle, surface mutation, random);
+- ``ga+sym``: the same with ``moves={"symmetrize": 0.15}`` (GMIN-style symmetrisation
+  of the parent in 15 % of the mutations... of all children made from one parent);
+- ``ga+soft``: ``moves={"softmode": 0.15}`` (USPEX soft-mode mutation);
+- ``ga+both``: ``moves={"symmetrize": 0.1, "softmode": 0.1}``;
+- ``ga-opsym``: GA operator weight ``symmetrize=0.15`` (a GA operator rather than a
+  replacement of mutations);
+- ``pso`` and ``pso+sym``: the particle swarm without and with ``symmetrize`` 0.15.
+
+Reference energies: ``experiments/baseline_bh.py`` (CCD, Wales & Doye 1997). The
+machine is shared; wall times are indicative only. Not run in CI.
+
+Examples:
+  python experiments/moves_study.py --sizes 26 31 38 --seeds 0 1 2 --budget 1500 \\
+      --record experiments/results/moves_lj.json
+  python experiments/moves_study.py --sizes 13 --seeds 0 --budget 100 --variants ga ga+sym
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baseline_bh import CCD_MINIMA  # noqa: E402
+from records import write_record  # noqa: E402
+
+import jcsp  # noqa: E402
+from jcsp.potentials import LennardJones  # noqa: E402
+
+VARIANTS = {
+    "ga": ("ga", {}, {}),
+    "ga+sym": ("ga", {"symmetrize": 0.15}, {}),
+    "ga+soft": ("ga", {"softmode": 0.15}, {}),
+    "ga+both": ("ga", {"symmetrize": 0.1, "softmode": 0.1}, {}),
+    "ga-opsym": ("ga", {}, {"symmetrize": 0.15}),
+    "pso": ("pso", {}, {}),
+    "pso+sym": ("pso", {"symmetrize": 0.15}, {}),
+}
+
+
+def run_one(size: int, variant: str, seed: int, budget: int) -> dict:
+    algorithm, moves, options = VARIANTS[variant]
+    target = CCD_MINIMA[size] / size
+    lj = LennardJones(1.0, 1.0, None)
+    start = time.perf_counter()
+    res = jcsp.search(f"LJ{size}", lj, algorithm=algorithm, budget=budget, cluster=True,
+                      cluster_symmetry=None, seed=seed, target=target, moves=moves,
+                      options=options)
+    wall = time.perf_counter() - start
+    hit = res.first_hit(target, tol=1e-4)
+    best = res.best.info["energy"] if res.best is not None else float("nan")
+    return {"size": size, "variant": variant, "seed": seed, "first_hit": hit,
+            "relaxations": res.n_relaxations, "best_energy": best,
+            "failed": res.n_failed, "wall_s": round(wall, 1)}
+
+
+def summary(rows: list[dict], budget: int) -> dict:
+    out = {}
+    for size in sorted({r["size"] for r in rows}):
+        for variant in VARIANTS:
+            mine = [r for r in rows if r["size"] == size and r["variant"] == variant]
+            if not mine:
+                continue
+            hits = [r["first_hit"] for r in mine if r["first_hit"] is not None]
+            cost = sorted(r["first_hit"] if r["first_hit"] is not None else budget + 1
+                          for r in mine)
+            out[f"LJ{size} {variant}"] = {
+                "success": f"{len(hits)}/{len(mine)}",
+                "median_first_hit": statistics.median(cost) if 2 * len(hits) > len(mine)
+                else None,
+                "first_hits": [r["first_hit"] for r in mine],
+                "median_wall_s": statistics.median(r["wall_s"] for r in mine)}
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[26, 31, 38])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=1500)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--record", default=None)
+    args = parser.parse_args(argv)
+    rows = []
+    for size in args.sizes:
+        for variant in args.variants:
+            for seed in args.seeds:
+                row = run_one(size, variant, seed, args.budget)
+                rows.append(row)
+                print(row, flush=True)
+    table = summary(rows, args.budget)
+    for key, value in table.items():
+        print(f"{key:>18}  {value['success']:>5}  median first hit "
+              f"{value['median_first_hit']}  hits {value['first_hits']}  "
+              f"wall {value['median_wall_s']} s")
+    if args.record:
+        write_record(args.record, settings={"sizes": args.sizes, "seeds": args.seeds,
+                                            "budget": args.budget, "variants": args.variants,
+                                            "cluster_symmetry": None, "moves_constants": {
+                                                k: (v[1], v[2]) for k, v in VARIANTS.items()
+                                                if k in args.variants}},
+                     results={"summary": table, "runs": rows},
+                     notes="2 shared CPU cores (about 6 agents); wall times indicative only")
+
+
+if __name__ == "__main__":
+    main()
