@@ -26,8 +26,8 @@ Lyakhov, Oganov, Stokes & Zhu, CPC 184, 1172 (2013)), so children keep a parent'
 symmetry. A search's ``moves`` setting (:meth:`jcsp.search.run.Session.special_move`)
 may replace any mutation by one of the named moves, applied to the same parent.
 
-Fitness is the enthalpy per atom. Children that put atoms closer than half a bond
-length are redrawn (at most ``tries`` times, then replaced by a random structure).
+Fitness is the enthalpy per atom. Children that put atoms closer than 0.7 bond lengths
+(:data:`.operators.MIN_SEPARATION`) are redrawn (at most ``tries`` times, then replaced by a random structure).
 """
 
 from __future__ import annotations

@@ -23,6 +23,12 @@ from ase import Atoms
 from scipy.spatial.transform import Rotation
 
 
+#: Children with two atoms closer than this many bond lengths are rejected by the GA and
+#: the swarm (:func:`sane`). At half a bond length Lennard-Jones forces reach 10^5
+#: epsilon/sigma, beyond what the relaxer accepts; at 0.7 they are about 10^3.
+MIN_SEPARATION = 0.7
+
+
 def _fresh(atoms: Atoms, numbers, positions=None, frac=None, cell=None) -> Atoms:
     """A new structure with no calculator and no info beyond the particle labels."""
     if atoms.pbc.all():
@@ -231,7 +237,7 @@ def min_distance(atoms: Atoms) -> float:
     return float(np.where(same, np.inf, r).min())
 
 
-def sane(atoms: Atoms, length: float, factor: float = 0.5) -> bool:
+def sane(atoms: Atoms, length: float, factor: float = MIN_SEPARATION) -> bool:
     """No two atoms closer than ``factor * length`` and, for crystals, a cell that is
     not flat (every plane spacing above ``length``)."""
     if atoms.pbc.all():
