@@ -28,6 +28,7 @@ from ase.data import atomic_numbers
 
 from .ml.checkpoint import load as load_trained
 from .potentials import EAM, BuckinghamCoulomb, LennardJones, StillingerWeber
+from .potentials.gulp import SHIPPED_LIBRARIES, GulpFormatError, read_gulp_library
 from .structures.convert import StructureError, check_structure
 
 #: Folder of the data shipped with jcsp.
@@ -295,13 +296,16 @@ POTENTIAL_CHOICES = (
     "DIR (a model directory written by `jcsp train`)",
     "FILE.toml (a potential table, e.g. Buckingham + Coulomb with GULP-style parameters; "
     "see docs/potentials.md)",
+    "gulp:LIBRARY[,cutoff=RC][,accuracy=X] (a GULP library file with species, buck and "
+    "lennard 12 6, or a shipped one: " + ", ".join(SHIPPED_LIBRARIES) + ")",
 )
 #: Help text of the ``--potential`` options of the command line.
 POTENTIAL_HELP = ("sw-si (default), ml-si (shipped ML model), MODEL_DIR (from jcsp train), "
                   "FILE.sw, FILE.eam[.alloy|.fs], FILE.toml (a potential table, e.g. "
-                  "Buckingham + Coulomb), lj or lj:epsilon=E,sigma=S,cutoff=RC|none")
+                  "Buckingham + Coulomb), gulp:FILE or gulp:mgal2o4-magus (GULP rigid-ion "
+                  "library), lj or lj:epsilon=E,sigma=S,cutoff=RC|none")
 #: Values of ``type`` in a potential table (see :func:`potential_from_table`).
-TABLE_TYPES = ("buckingham", "lennard-jones", "stillinger-weber", "eam", "ml")
+TABLE_TYPES = ("buckingham", "lennard-jones", "stillinger-weber", "eam", "ml", "gulp")
 
 
 def load_potential(spec, *, base: str | os.PathLike | None = None):
@@ -313,9 +317,13 @@ def load_potential(spec, *, base: str | os.PathLike | None = None):
         (epsilon eV, default 1; sigma Å, default 1; cutoff Å, default 3 sigma, ``none``
         for all pairs in clusters; truncation ``shift`` (default), ``plain`` or
         ``smooth``); ``"ml-si"`` (the shipped ML model) or a directory written by
-        ``jcsp train``; a path ending in ``.toml`` holding a potential table; or the
-        table itself, a mapping such as the ``[potential]`` table of a ``jcsp search``
-        config (see :func:`potential_from_table`).
+        ``jcsp train``; a path ending in ``.toml`` holding a potential table;
+        ``"gulp:LIBRARY"``, a GULP rigid-ion library (a file, or a shipped name such as
+        ``mgal2o4-magus``; see :mod:`jcsp.potentials.gulp`), optionally followed by
+        ``,cutoff=RC`` (Ewald real-space cutoff, Å; default the longest term cutoff)
+        and ``,accuracy=X``; or the table itself, a mapping such as the
+        ``[potential]`` table of a ``jcsp search`` config (see
+        :func:`potential_from_table`).
       base: folder that relative paths (of files, model directories, and files named in
         a table) are relative to; default: the current directory, and for the files
         named in a ``.toml`` file, that file's folder.
@@ -330,6 +338,7 @@ def load_potential(spec, *, base: str | os.PathLike | None = None):
     Example:
       >>> sw = load_potential("sw-si")
       >>> mgo = load_potential("docs/examples/mgo.toml")   # Buckingham + Coulomb
+      >>> spinel = load_potential("gulp:mgal2o4-magus,cutoff=10")
       >>> ar = load_potential({"type": "lennard-jones", "epsilon": 0.0104, "sigma": 3.4})
     """
     if isinstance(spec, Mapping):
@@ -347,6 +356,8 @@ def load_potential(spec, *, base: str | os.PathLike | None = None):
         return _trained_model(_resolve(spec, base))
     if low == "lj" or low.startswith("lj:"):
         return _lennard_jones(spec[3:] if ":" in spec else "")
+    if low.startswith("gulp:"):
+        return _gulp_spec(spec[5:], base)
     if low.endswith(".sw"):
         return _from_file(_resolve(spec, base), "sw")
     if low.endswith((".eam", ".eam.alloy", ".eam.fs")):
@@ -373,12 +384,19 @@ def potential_from_table(table: Mapping, *, base: str | os.PathLike | None = Non
 
     - ``type = "buckingham"``: Buckingham + Coulomb (Ewald), the rigid-ion model of
       GULP's ``buck`` and LAMMPS's ``buck/coul/long``
-      (:class:`jcsp.potentials.BuckinghamCoulomb`). ``cutoff`` (Å, real-space cutoff
-      of both terms), ``charges`` (a table ``{element = charge in e}``, every element
-      of the model), ``[[buckingham]]`` entries with ``pair = ["Mg", "O"]``, ``A``
-      (eV, > 0), ``rho`` (Å, > 0) and ``C`` (eV·Å⁶, >= 0, default 0); optionally
-      ``accuracy`` (relative Ewald accuracy, default 1e-8) or ``alpha`` (Ewald
-      splitting parameter, 1/Å).
+      (:class:`jcsp.potentials.BuckinghamCoulomb`). ``cutoff`` (Å, real-space Ewald
+      cutoff and the default cutoff of every pair term), ``charges`` (a table
+      ``{element = charge in e}``, every element of the model), ``[[buckingham]]``
+      entries with ``pair = ["Mg", "O"]``, ``A`` (eV, > 0), ``rho`` (Å, > 0), ``C``
+      (eV·Å⁶, >= 0, default 0) and optionally that term's ``cutoff`` (Å, at most the
+      model's); optional ``[[lennard]]`` entries (GULP's ``lennard 12 6``,
+      ``A / r^12 - B / r^6``) with ``pair``, ``A`` (eV·Å¹²), ``B`` (eV·Å⁶, default 0)
+      and optionally ``cutoff``; optionally ``accuracy`` (relative Ewald accuracy,
+      default 1e-8) or ``alpha`` (Ewald splitting parameter, 1/Å).
+    - ``type = "gulp"``: the same model from a GULP library, ``library`` (a file,
+      relative to ``base``, or a shipped name such as ``"mgal2o4-magus"``), optionally
+      ``cutoff`` (Å, at least the longest term cutoff, which is the default),
+      ``accuracy`` or ``alpha``.
     - ``type = "lennard-jones"``: ``epsilon`` (eV), ``sigma`` (Å), ``cutoff`` (Å or
       ``"none"``, default 3 sigma), ``truncation`` (``"shift"``, ``"plain"``,
       ``"smooth"``), or ``[[pairs]]`` entries with ``pair``, ``epsilon`` and ``sigma``
@@ -421,7 +439,8 @@ def potential_from_table(table: Mapping, *, base: str | os.PathLike | None = Non
         raise InputError(f"{where}: must be a table of settings, not "
                          f"{type(table).__name__}")
     kind = table.get("type")
-    builders = {"buckingham": _buckingham_table, "lennard-jones": _lennard_jones_table,
+    builders = {"buckingham": _buckingham_table, "gulp": _gulp_table,
+                "lennard-jones": _lennard_jones_table,
                 "stillinger-weber": _lammps_file_table, "eam": _lammps_file_table,
                 "ml": _model_table}
     if kind not in builders:
@@ -482,8 +501,10 @@ class _Table:
         return entries
 
 
-_BUCKINGHAM_KEYS = ("type", "cutoff", "charges", "buckingham", "accuracy", "alpha")
-_BUCKINGHAM_PAIR_KEYS = ("pair", "A", "rho", "C")
+_BUCKINGHAM_KEYS = ("type", "cutoff", "charges", "buckingham", "lennard", "accuracy",
+                    "alpha")
+_BUCKINGHAM_PAIR_KEYS = ("pair", "A", "rho", "C", "cutoff")
+_LENNARD_PAIR_KEYS = ("pair", "A", "B", "cutoff")
 
 
 def _buckingham_table(t: _Table, base):
@@ -502,22 +523,58 @@ def _buckingham_table(t: _Table, base):
     pairs = {}
     for k, entry in enumerate(t.entries("buckingham", required=True)):
         label = f"[[buckingham]] entry {k + 1}"
-        t.check_keys(_BUCKINGHAM_PAIR_KEYS, entry, f" in {label}")
-        pair = t.pair(entry, label)
-        missing = [el for el in pair if el not in charge_of]
-        if missing:
-            raise t.error(f"{label} ({'-'.join(pair)}): {', '.join(missing)} has no "
-                          "charge; add it to charges")
-        key = tuple(sorted(pair))
-        if key in pairs:
-            raise t.error(f"{label}: pair {'-'.join(pair)} is given twice")
-        for name in ("A", "rho"):
-            if name not in entry:
-                raise t.error(f"{label} ({'-'.join(pair)}) needs {name}")
-        at = f" of {'-'.join(pair)}"
+        key, at = _pair_entry(t, entry, label, _BUCKINGHAM_PAIR_KEYS, ("A", "rho"),
+                              charge_of, pairs, cutoff)
         pairs[key] = (t.number("A", entry["A"], low=0.0, label=at),
                       t.number("rho", entry["rho"], low=0.0, label=at),
                       t.number("C", entry.get("C", 0.0), low=0.0, strict=False, label=at))
+        pairs[key] += _term_cutoff(t, entry, at, cutoff)
+    lennard = {}
+    for k, entry in enumerate(t.entries("lennard", required=False)):
+        label = f"[[lennard]] entry {k + 1}"
+        key, at = _pair_entry(t, entry, label, _LENNARD_PAIR_KEYS, ("A",), charge_of,
+                              lennard, cutoff)
+        lennard[key] = (t.number("A", entry["A"], label=at),
+                        t.number("B", entry.get("B", 0.0), label=at))
+        lennard[key] += _term_cutoff(t, entry, at, cutoff)
+    accuracy, alpha = _ewald_keys(t)
+    try:
+        return BuckinghamCoulomb(pairs, charge_of, cutoff, lennard=lennard or None,
+                                 accuracy=accuracy, alpha=alpha)
+    except ValueError as err:
+        raise t.error(str(err)) from None
+
+
+def _pair_entry(t: _Table, entry, label, keys, required, charge_of, seen, cutoff):
+    """Check one ``[[buckingham]]`` / ``[[lennard]]`` entry; its sorted pair and label."""
+    t.check_keys(keys, entry, f" in {label}")
+    pair = t.pair(entry, label)
+    missing = [el for el in pair if el not in charge_of]
+    if missing:
+        raise t.error(f"{label} ({'-'.join(pair)}): {', '.join(missing)} has no "
+                      "charge; add it to charges")
+    key = tuple(sorted(pair))
+    if key in seen:
+        raise t.error(f"{label}: pair {'-'.join(pair)} is given twice")
+    for name in required:
+        if name not in entry:
+            raise t.error(f"{label} ({'-'.join(pair)}) needs {name}")
+    return key, f" of {'-'.join(pair)}"
+
+
+def _term_cutoff(t: _Table, entry, at, cutoff) -> tuple:
+    """``(rcut,)`` of an entry with its own ``cutoff`` (at most the model's), else ``()``."""
+    if "cutoff" not in entry:
+        return ()
+    rcut = t.number("cutoff", entry["cutoff"], low=0.0, label=at)
+    if rcut > cutoff:
+        raise t.error(f"cutoff{at} ({rcut:g} Å) exceeds the model's cutoff ({cutoff:g} "
+                      "Å, the Ewald real-space cutoff); raise the model's cutoff")
+    return (rcut,)
+
+
+def _ewald_keys(t: _Table) -> tuple[float, float | None]:
+    """``accuracy`` and ``alpha`` of a table (at most one of them given)."""
     if "accuracy" in t.table and "alpha" in t.table:
         raise t.error("give accuracy or alpha, not both (alpha fixes the Ewald "
                       "splitting that accuracy would choose)")
@@ -528,10 +585,64 @@ def _buckingham_table(t: _Table, base):
             raise t.error(f"accuracy is a relative error below 1 (e.g. 1e-8), not "
                           f"{accuracy!r}")
     alpha = t.number("alpha", t.table["alpha"], low=0.0) if "alpha" in t.table else None
+    return accuracy, alpha
+
+
+_GULP_KEYS = ("type", "library", "cutoff", "accuracy", "alpha")
+
+
+def _gulp_table(t: _Table, base):
+    t.check_keys(_GULP_KEYS)
+    library = t.table.get("library")
+    if not isinstance(library, str) or not library.strip():
+        raise t.error("needs library = a GULP library file or one of "
+                      + ", ".join(f'"{n}"' for n in SHIPPED_LIBRARIES))
+    cutoff = t.number("cutoff", t.table["cutoff"], low=0.0) if "cutoff" in t.table else None
+    accuracy, alpha = _ewald_keys(t)
     try:
-        return BuckinghamCoulomb(pairs, charge_of, cutoff, accuracy=accuracy, alpha=alpha)
-    except ValueError as err:
+        return _gulp(library.strip(), base, cutoff=cutoff, accuracy=accuracy, alpha=alpha)
+    except InputError as err:
         raise t.error(str(err)) from None
+
+
+def _gulp(library: str, base, *, cutoff=None, accuracy=1e-8, alpha=None):
+    """A GULP library (shipped name or file) -> BuckinghamCoulomb, errors as InputError."""
+    name = library if library.lower() in SHIPPED_LIBRARIES else str(_resolve(library, base))
+    try:
+        lib = read_gulp_library(name)
+    except (FileNotFoundError, GulpFormatError) as err:
+        raise InputError(str(err)) from None
+    try:
+        return lib.potential(cutoff, accuracy=accuracy, alpha=alpha)
+    except ValueError as err:
+        message = str(err)
+        raise InputError(message if message.startswith(lib.source)
+                         else f"{lib.source}: {message}") from None
+
+
+def _gulp_spec(options: str, base):
+    """``gulp:LIBRARY[,cutoff=RC][,accuracy=X]`` -> BuckinghamCoulomb."""
+    library, *items = (s.strip() for s in options.split(","))
+    if not library:
+        raise InputError("gulp: needs a library, e.g. gulp:my_model.lib or one of "
+                         + ", ".join(f"gulp:{n}" for n in SHIPPED_LIBRARIES))
+    settings = {}
+    for item in items:
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or key.lower() not in ("cutoff", "accuracy"):
+            raise InputError(f"bad GULP option {item!r}: write "
+                             "gulp:LIBRARY,cutoff=RC,accuracy=X")
+        try:
+            settings[key.lower()] = float(value)
+        except ValueError:
+            raise InputError(f"GULP {key} must be a number, not {value!r}") from None
+    if not settings.get("cutoff", 1.0) > 0:
+        raise InputError(f"GULP cutoff must be a positive distance (Å), not "
+                         f"{settings['cutoff']!r}")
+    if not 0 < settings.get("accuracy", 1e-8) < 1:
+        raise InputError(f"GULP accuracy is a relative error in (0, 1), not "
+                         f"{settings['accuracy']!r}")
+    return _gulp(library, base, **settings)
 
 
 _LJ_KEYS = ("type", "epsilon", "sigma", "cutoff", "truncation", "pairs")
