@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
+import jax
+
 from ..potentials.base import Potential
+from ..relax.driver import TARGET_ATOMS
 from ..settings import Settings, setting
 from . import generate, moves as moves_table
 from .drivers import DRIVERS
@@ -30,6 +33,20 @@ ALGORITHMS = tuple(DRIVERS)
 #: Crystals are drawn from the space groups with at most this many general positions
 #: unless ``groups`` is given.
 MAX_GENERAL_POSITIONS = 48
+#: Default population on a CPU: batches of 16 structures keep a few cores busy, and a
+#: larger batch only makes each structure wait for the slowest of its batch.
+CPU_POPULATION = 16
+
+
+def device_population(n_atoms: int, backend: str | None = None) -> int:
+    """Default structures per relaxation batch for structures of ``n_atoms`` atoms:
+    :data:`CPU_POPULATION` on a CPU; on an accelerator (GPU, TPU) enough structures to
+    fill it, ``TARGET_ATOMS // n_atoms`` (:data:`jcsp.relax.driver.TARGET_ATOMS` atoms,
+    the relaxer's own automatic batch), at least :data:`CPU_POPULATION`."""
+    backend = jax.default_backend() if backend is None else backend
+    if backend == "cpu":
+        return CPU_POPULATION
+    return max(CPU_POPULATION, TARGET_ATOMS // max(int(n_atoms), 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +73,8 @@ class SearchConfig(Settings):
         only True, False or None here.
       volume: target cell volume of random crystals, Å³ (default from covalent radii).
       population: structures per generation = relaxation batch size (default
-        ``min(budget, 16)``, see :attr:`generation_size`).
+        ``min(budget, 16)`` on a CPU, enough to fill an accelerator on a GPU or TPU;
+        see :attr:`generation_size`).
       fmax: relaxation force criterion, eV/Å.
       max_steps: relaxation steps per structure.
       target: stop as soon as the best enthalpy per atom reaches this (eV/atom).
@@ -152,8 +170,14 @@ class SearchConfig(Settings):
 
     @property
     def generation_size(self) -> int:
-        """Structures per generation: ``population``, or ``min(budget, 16)``."""
-        return self.population if self.population is not None else min(self.budget, 16)
+        """Structures per generation (and relaxation slots): ``population``, or
+        ``min(budget, device_population(atoms))``: 16 on a CPU, about
+        ``TARGET_ATOMS / atoms`` structures on an accelerator
+        (:func:`device_population`). The run record stores the resolved number, so a
+        run started on one kind of device resumes there (or with ``population`` set)."""
+        if self.population is not None:
+            return self.population
+        return min(self.budget, device_population(sum(self.counts.values())))
 
     @property
     def driver_config(self):
@@ -218,4 +242,5 @@ class SearchConfig(Settings):
 RESUMABLE_CHANGES = ("budget", "target")
 
 
-__all__ = ["ALGORITHMS", "MAX_GENERAL_POSITIONS", "RESUMABLE_CHANGES", "SearchConfig"]
+__all__ = ["ALGORITHMS", "CPU_POPULATION", "MAX_GENERAL_POSITIONS", "RESUMABLE_CHANGES",
+           "SearchConfig", "device_population"]

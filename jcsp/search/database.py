@@ -1,9 +1,9 @@
 """Every relaxed structure of a search in an ASE SQLite database, as it is produced
 (host side).
 
-A search writes each relaxed structure with :func:`write_structure` the moment it has
-it, in its own committed SQLite transaction, under a ``uid`` that names where it came
-from (:func:`make_uid`: run seed, driver, generation, index). A search killed at any
+A search writes the relaxed structures of each batch (:func:`write_structures`) the
+moment it has them, in one committed SQLite transaction, each under a ``uid`` that
+names where it came from (:func:`make_uid`: run seed, driver, generation, index). A search killed at any
 moment, even by SIGKILL, leaves a database that holds every structure committed before
 the kill, each exactly once; the restarted search reads them back (:func:`read_all`),
 skips the work whose uids are already there (:func:`has`, :func:`written_uids`) and
@@ -214,26 +214,10 @@ def written_uids(db) -> set[str]:
     return {row.get("uid") for row in db.select(include_data=False)}
 
 
-def write_structure(db, atoms: Atoms, *, uid: str, driver: str = "", generation: int = 0,
-                    parents: Sequence[str] | str = (), pressure: float | None = None,
-                    fingerprint=None) -> int:
-    """Write one relaxed structure in its own committed transaction (host side).
-
-    Does nothing when ``uid`` is already there, so a resumed search can call it again.
-
-    Args:
-      db: from :func:`open_run`.
-      atoms: the relaxed structure; ``info`` should hold ``energy``, ``enthalpy`` (eV),
-        ``volume`` (Å³) and ``spacegroup`` (see :class:`jcsp.search.archive.Archive`);
-        its calculator's energy, forces and stress are kept when present.
-      uid: its unique id (:func:`make_uid`).
-      driver, generation, parents: its origin (the uids of its parents).
-      pressure: GPa (default: ``info["pressure"]`` when there).
-      fingerprint: [P, n_bins] its fingerprint, stored in ``data``.
-
-    Returns:
-      The row id (of the existing row when ``uid`` was already written).
-    """
+def _row(atoms: Atoms, *, uid: str, driver: str, generation: int, parents, pressure,
+         fingerprint):
+    """(row Atoms, key-value pairs, data) of one structure, as :func:`write_structure`
+    stores it."""
     if not isinstance(uid, str) or not uid:
         raise ValueError(f"uid must be a non-empty string, got {uid!r}")
     if isinstance(parents, str):
@@ -266,10 +250,67 @@ def write_structure(db, atoms: Atoms, *, uid: str, driver: str = "", generation:
         results["energy"] = float(energy)
     if results:
         row.calc = SinglePointCalculator(row, **results)
-    with db:  # one transaction: the check and the write commit together
-        if db.count(uid=uid) > 0:
-            return int(db.get(uid=uid).id)
-        return int(db.write(row, key_value_pairs=kvp, data=data))
+    return row, kvp, data
+
+
+def write_structure(db, atoms: Atoms, *, uid: str, driver: str = "", generation: int = 0,
+                    parents: Sequence[str] | str = (), pressure: float | None = None,
+                    fingerprint=None) -> int:
+    """Write one relaxed structure in its own committed transaction (host side).
+
+    Does nothing when ``uid`` is already there, so a resumed search can call it again.
+
+    Args:
+      db: from :func:`open_run`.
+      atoms: the relaxed structure; ``info`` should hold ``energy``, ``enthalpy`` (eV),
+        ``volume`` (Å³) and ``spacegroup`` (see :class:`jcsp.search.archive.Archive`);
+        its calculator's energy, forces and stress are kept when present.
+      uid: its unique id (:func:`make_uid`).
+      driver, generation, parents: its origin (the uids of its parents).
+      pressure: GPa (default: ``info["pressure"]`` when there).
+      fingerprint: [P, n_bins] its fingerprint, stored in ``data``.
+
+    Returns:
+      The row id (of the existing row when ``uid`` was already written).
+    """
+    return write_structures(db, [(atoms, dict(uid=uid, driver=driver, generation=generation,
+                                              parents=parents, pressure=pressure,
+                                              fingerprint=fingerprint))])[0]
+
+
+def write_structures(db, items: Sequence[tuple[Atoms, Mapping]]) -> list[int]:
+    """Write many structures in ONE committed transaction (host side): all or none of
+    them are in the database after a kill, and a batch costs one commit (one fsync)
+    instead of one per structure.
+
+    Args:
+      db: from :func:`open_run`.
+      items: ``(atoms, keywords)`` pairs, the keywords those of :func:`write_structure`
+        (``uid`` required; ``driver``, ``generation``, ``parents``, ``pressure``,
+        ``fingerprint`` optional). A uid already in the database is not written again.
+
+    Returns:
+      The row id of each (the existing row's when its uid was already written).
+    """
+    rows = []
+    for atoms, kw in items:
+        unknown = set(kw) - {"uid", "driver", "generation", "parents", "pressure",
+                             "fingerprint"}
+        if unknown:
+            raise ValueError(f"unknown write_structure keyword(s) {sorted(unknown)}")
+        rows.append((kw["uid"], _row(atoms, uid=kw["uid"], driver=kw.get("driver", ""),
+                                     generation=kw.get("generation", 0),
+                                     parents=kw.get("parents", ()),
+                                     pressure=kw.get("pressure"),
+                                     fingerprint=kw.get("fingerprint"))))
+    ids = []
+    with db:  # one transaction: the checks and the writes commit together
+        for uid, (row, kvp, data) in rows:
+            if db.count(uid=uid) > 0:
+                ids.append(int(db.get(uid=uid).id))
+            else:
+                ids.append(int(db.write(row, key_value_pairs=kvp, data=data)))
+    return ids
 
 
 def read_all(db, *, with_fingerprints: bool = False) -> list[Atoms]:
@@ -295,5 +336,5 @@ def read_all(db, *, with_fingerprints: bool = False) -> list[Atoms]:
     return out
 
 
-__all__ = ["open_run", "run_config", "write_structure", "has", "written_uids", "read_all",
+__all__ = ["open_run", "run_config", "write_structure", "write_structures", "has", "written_uids", "read_all",
            "make_uid", "ResumeError", "RUN_KEY"]

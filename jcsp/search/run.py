@@ -25,10 +25,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +42,7 @@ from ..io import write_structures
 from ..ml.domain import Grader
 from ..potentials.base import Potential
 from ..relax import relax
+from ..relax.driver import TARGET_ATOMS, relax_stream
 from . import database as dbm
 from . import generate
 from . import moves as moves_table
@@ -47,6 +50,7 @@ from .archive import Archive
 from .config import ALGORITHMS, RESUMABLE_CHANGES, SearchConfig
 from .drivers import DRIVERS
 from .energies import AtomEnergies
+from .repair import repair
 
 #: Neighbor-list headroom of the relaxations (:func:`jcsp.relax`): a search relaxes many
 #: similar generations, and sizing the lists once with room to spare compiles the
@@ -70,12 +74,19 @@ class SearchResult:
       archive: the :class:`~jcsp.search.archive.Archive`.
       config: the :class:`~jcsp.search.config.SearchConfig` the search ran with.
       out: output folder, or None.
-      n_batches: relaxation calls made by this process (read-back generations excluded).
-      occupancy: mean fraction of batch slots that held a structure in those calls.
+      n_batches: relaxation calls made by this process (read-back generations excluded;
+        a steady-state :meth:`Session.walk` is one call).
+      occupancy: how full the relaxation batches were: for generations, the mean
+        fraction of the batch's slots given a structure; for :meth:`Session.walk`, the
+        mean fraction of slots relaxing a structure over the optimizer steps run.
       n_failed: relaxations that failed (an invalid structure, a relaxation that broke
         down, or one set aside by ``max_grade``), read-back ones included; never ranked.
       n_extrapolated: relaxed structures set aside as outside an ML potential's
         training domain (``max_grade``), read-back ones included.
+      n_discarded: candidates that :func:`jcsp.search.repair.repair` could not make
+        fit to relax (flat cells, atoms that cannot be pushed apart, non-finite
+        coordinates); stored in the database as failed with ``discarded`` set, never
+        relaxed and not counted in ``n_relaxations``.
     """
 
     best: Atoms | None
@@ -89,6 +100,7 @@ class SearchResult:
     occupancy: float = math.nan
     n_failed: int = 0
     n_extrapolated: int = 0
+    n_discarded: int = 0
 
     def first_hit(self, target: float, tol: float = 1e-4) -> int | None:
         """Relaxations (1-based) until the best enthalpy per atom first came within
@@ -136,10 +148,17 @@ class Session:
         self.n_relaxations = 0
         self.n_failed = 0
         self.n_extrapolated = 0
+        self.n_discarded = 0
         self.history: list[float] = []
         self.n_batches = 0
         self.slots_used = 0
+        self.slot_fraction = 0.0  # sum over relaxation calls of their occupancy
         self._best = math.inf
+        self._mode: str | None = None  # "evaluate" (generations) or "walk"
+        self._issued = 0  # walk: candidates issued (the budget counts them)
+        self._walker_rngs: dict[int, tuple[int, np.random.Generator]] = {}
+        self._walker_steps: list[int] = []
+        self._warned = False
         self._bar = tqdm(total=config.budget, desc=f"search ({self.driver})",
                          unit="relaxation", file=sys.stderr, disable=not progress)
 
@@ -166,9 +185,26 @@ class Session:
 
     @property
     def done(self) -> bool:
-        """Budget spent, or the target enthalpy per atom reached."""
+        """Budget spent, the target enthalpy per atom reached, or as many candidates
+        discarded as the budget allows relaxations (the moves make unusable structures;
+        a warning says so)."""
+        return self.remaining <= 0 or self._target_reached or self._too_many_discarded
+
+    @property
+    def _target_reached(self) -> bool:
         target = self.config.target
-        return self.remaining <= 0 or (target is not None and self._best <= target + 1e-6)
+        return target is not None and self._best <= target + 1e-6
+
+    @property
+    def _too_many_discarded(self) -> bool:
+        if self.n_discarded < self.config.budget:
+            return False
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"the search stops: {self.n_discarded} candidates could not be "
+                          "repaired (as many as the budget); check the moves and the "
+                          "composition's covalent radii", RuntimeWarning, stacklevel=3)
+        return True
 
     def random_structures(self, n: int, rng: np.random.Generator) -> list[Atoms]:
         """``n`` random symmetric crystals (or random clusters) of the composition."""
@@ -184,15 +220,19 @@ class Session:
                  parents: Sequence[Sequence[str]] | None = None) -> list[Atoms]:
         """Relax one generation's candidates in one batch; record and archive them.
 
-        Candidates beyond the remaining budget are dropped. Every candidate counts
-        against the budget, a failed relaxation (an invalid candidate, a relaxation
-        that broke down, a structure outside an ML potential's training domain)
-        included: it is stored in the database with ``failed`` and its reason, and
-        never enters the archive. Returns the relaxed structures in order, each with
-        ``info`` ``uid``, ``driver``, ``generation``, ``parents``, ``failed``,
-        ``enthalpy`` and, unless failed, ``entry`` (the archive entry, equal for
-        duplicates).
+        For drivers that need whole generations (GA, PSO, annealing); drivers made of
+        independent walkers use :meth:`walk`. Candidates beyond the remaining budget are
+        dropped. Each candidate is first repaired (:func:`jcsp.search.repair.repair`):
+        one that cannot be is discarded (returned failed with ``discarded``, stored, not
+        relaxed, not counted against the budget). Every other candidate counts against
+        the budget, a failed relaxation (an invalid candidate, a relaxation that broke
+        down, a structure outside an ML potential's training domain) included: it is
+        stored in the database with ``failed`` and its reason, and never enters the
+        archive. Returns the relaxed structures in order, each with ``info`` ``uid``,
+        ``driver``, ``generation``, ``parents``, ``failed``, ``enthalpy`` and, unless
+        failed, ``entry`` (the archive entry, equal for duplicates).
         """
+        self._use("evaluate")
         candidates = list(candidates)[: max(self.remaining, 0)]
         if not candidates:
             return []
@@ -201,50 +241,271 @@ class Session:
                 for i in range(len(candidates))]
         if all(u in self.stored for u in uids):
             relaxed = [self.stored[u].copy() for u in uids]
-        else:
-            relaxed = self._relax(candidates)
-            for atoms, uid, par in zip(relaxed, uids, parents):
-                atoms.info.update(uid=uid, driver=self.driver, generation=int(generation),
-                                  parents=par)
-                if self.db is not None and uid not in self.stored:
-                    dbm.write_structure(self.db, atoms, uid=uid, driver=self.driver,
-                                        generation=generation, parents=par,
-                                        pressure=self.config.pressure)
-        good = [a for a in relaxed if not a.info["failed"]]
+            self._record(relaxed, write=False)
+            return relaxed
+        prepared = [self._prepare(atoms) for atoms in candidates]
+        todo = [k for k, (atoms, _) in enumerate(prepared) if atoms is not None]
+        done = self._relax([prepared[k][0] for k in todo]) if todo else []
+        relaxed = [self._discarded(candidates[k], note) if atoms is None else None
+                   for k, (atoms, note) in enumerate(prepared)]
+        for k, atoms in zip(todo, done):
+            relaxed[k] = atoms
+        for atoms, uid, par in zip(relaxed, uids, parents):
+            atoms.info.update(uid=uid, driver=self.driver, generation=int(generation),
+                              parents=par)
+        self._record(relaxed, write=True)
+        return relaxed
+
+    def walk(self, n_walkers: int, advance, *, atom_energies: bool = False) -> None:
+        """Steady-state search for drivers made of independent walkers (host side).
+
+        The relaxation is one stream (:func:`jcsp.relax.driver.relax_stream`) of
+        :attr:`population` slots: whenever structures finish, they are recorded and
+        handed to ``advance``, and the walkers' next candidates fill the freed slots at
+        once, without waiting for the slowest structure of a batch.
+
+        Args:
+          n_walkers: number of walkers (usually :attr:`population`; more walkers than
+            slots queue for them).
+          advance: ``advance(done) -> list[tuple[Atoms, list[str]] | None]``. ``done``
+            is a list of ``(walker index, its relaxed structure)`` as :meth:`evaluate`
+            returns them (``info`` ``uid``, ``driver``, ``generation`` (the walker's
+            step), ``parents``, ``failed``, ``enthalpy``, ``entry``), or ``(w, None)``
+            on the first call for each walker, asking for its start. It returns, for
+            each entry of ``done`` in order, the walker's next candidate and its
+            parents' uids, or None (the walker retires). Randomness for walker ``w``'s
+            next candidate comes from :meth:`walker_rng`.
+          atom_energies: compute the per-atom energies of the finished structures in
+            one batch before ``advance`` is called (so :meth:`atom_energies` inside it
+            is a cache hit).
+
+        Every candidate is repaired as in :meth:`evaluate` (a discarded one comes back
+        at once, failed with ``discarded``, without using the budget); every finished
+        structure is stored, archived and counted as there, under the uid
+        ``make_uid(seed, driver, k, w)`` of walker ``w``'s ``k``-th candidate. The
+        budget counts issued candidates: once it is spent no walker gets a new one and
+        the structures still relaxing finish; when the target is reached the search
+        stops at once (structures still relaxing are dropped, never recorded).
+
+        Resume: a rerun with the same ``out`` reads back every stored structure instead
+        of relaxing it (new candidates are limited to what the stored ones leave of the
+        budget, so all of them are reached). Each walker's trajectory (its candidates, their uids and
+        results) depends only on the seed, the walker and its own results, so it is the
+        same after a resume, provided ``advance`` reads no state shared between walkers
+        (the archive); the global completion order (``history``, ``found_at``) may then
+        differ from an uninterrupted run, since read-back structures come back first.
+        """
+        self._use("walk")
+        if isinstance(n_walkers, bool) or not isinstance(n_walkers, (int, np.integer)) \
+                or n_walkers < 1:
+            raise ValueError(f"n_walkers must be an integer >= 1, got {n_walkers!r}")
+        self._walker_steps = [0] * int(n_walkers)
+        queue: collections.deque = collections.deque()  # (meta, clean candidate)
+        fed: list = []       # stream key -> (walker, uid, parents, generation)
+        harvested: list = []  # (stream key, relaxed) not yet recorded
+        pending: list = [(w, None) for w in range(int(n_walkers))]
+        stopped = False
+        # every stored structure of this run is read back when its walker gets there, so
+        # new candidates get what those leave of the budget (the same total as before)
+        n_stored = sum(not a.info.get("discarded") for a in self.stored.values())
+        new = [0]
+
+        def issue(done):
+            """Ask ``advance`` for the next candidates; stored and discarded ones come
+            back at once (returned), the others are queued for relaxation."""
+            if atom_energies:
+                ok = [a for _, a in done if a is not None and not a.info["failed"]]
+                if ok:
+                    self.atom_energies(ok)
+            outs = advance(done)
+            if not isinstance(outs, Sequence) or len(outs) != len(done):
+                raise ValueError(f"advance must return one entry per walker it was given "
+                                 f"({len(done)}), got {outs!r:.80}")
+            back = []
+            budget = self.config.budget
+            for (w, _), out in zip(done, outs):
+                if out is None:
+                    continue  # the walker retires
+                candidate, parents = out
+                if not isinstance(candidate, Atoms):
+                    raise ValueError(f"advance gave walker {w} a {type(candidate).__name__},"
+                                     " not an ase.Atoms")
+                k = self._walker_steps[w]
+                uid = dbm.make_uid(self.config.seed, self.driver, k, w)
+                meta = dict(uid=uid, driver=self.driver, generation=k,
+                            parents=[str(p) for p in parents])
+                stored = self.stored.get(uid)
+                if stored is not None and stored.info.get("discarded"):
+                    back.append((w, stored.copy(), False))
+                elif stored is not None:  # read back (it counts, as when it was made)
+                    if self._issued >= budget:
+                        continue
+                    self._issued += 1
+                    back.append((w, stored.copy(), False))
+                else:  # new work: what the stored structures leave of the budget
+                    if self._issued >= budget or new[0] >= budget - n_stored:
+                        continue
+                    fixed, note = self._prepare(candidate)
+                    if fixed is None:
+                        atoms = self._discarded(candidate, note)
+                        atoms.info.update(meta)
+                        back.append((w, atoms, True))
+                    else:
+                        self._issued += 1
+                        new[0] += 1
+                        queue.append(((w, meta), fixed))
+                self._walker_steps[w] += 1
+                self._walker_rngs.pop(w, None)
+            return back
+
+        def settle(items):
+            """Record finished structures (one batch) and queue them for ``advance``."""
+            if not items:
+                return
+            for write in (False, True):
+                batch = [a for _, a, new in items if new == write]
+                if batch:
+                    self._record(batch, write=write)
+            pending.extend((w, a) for w, a, _ in items)
+
+        def feed(n_free):
+            nonlocal stopped
+            if harvested:
+                items = []
+                for key, atoms in harvested:
+                    (w, meta) = fed[key]
+                    atoms.info.update(meta)
+                    items.append((w, atoms, True))
+                harvested.clear()
+                self._set_aside_extrapolated([a for _, a, _ in items])
+                settle(items)
+            while pending and self._issued < self.config.budget and \
+                    not self._target_reached and not self._too_many_discarded:
+                done = list(pending)
+                pending.clear()
+                settle(issue(done))
+            if self._target_reached:
+                stopped = True
+                return None
+            out = []
+            while queue and len(out) < n_free:
+                meta, atoms = queue.popleft()
+                fed.append(meta)
+                out.append(atoms)
+            in_flight = len(fed) - n_finished[0]
+            if out or in_flight:
+                return out
+            return None
+
+        n_finished = [0]
+        stats: dict = {}
+        stream = relax_stream(feed, self.potential, fmax=self.config.fmax,
+                              pressure=self.config.pressure, max_steps=self.config.max_steps,
+                              batch_size=self.population, headroom=HEADROOM, stats=stats)
+        try:
+            for key, atoms in stream:
+                if stopped:
+                    break  # the target was reached: drop what is still relaxing
+                n_finished[0] += 1
+                harvested.append((key, self._checked(atoms)))
+        finally:
+            stream.close()
+        if harvested and not stopped:
+            feed(0)
+        if stats:
+            self.n_batches += 1
+            self.slot_fraction += stats["occupancy"]
+
+    def walker_rng(self, walker: int) -> np.random.Generator:
+        """The random stream of walker ``walker``'s next candidate in :meth:`walk`,
+        seeded by (seed, walker, k) with k the candidates it has issued, so each
+        walker's trajectory is reproducible whatever the completion order. Repeated
+        calls before the candidate is issued return the same generator."""
+        k = self._walker_steps[walker]
+        cached = self._walker_rngs.get(walker)
+        if cached is None or cached[0] != k:
+            cached = (k, np.random.default_rng([self.config.seed, walker, k]))
+            self._walker_rngs[walker] = cached
+        return cached[1]
+
+    def _use(self, mode: str) -> None:
+        """A driver relaxes through either generations or walkers: their uids differ."""
+        if self._mode not in (None, mode):
+            raise RuntimeError(f"a driver cannot use both Session.evaluate and Session.walk "
+                               f"(this one used {self._mode} first)")
+        self._mode = mode
+
+    def _prepare(self, candidate: Atoms) -> tuple[Atoms | None, str]:
+        """The candidate as the relaxer gets it (only its labels and generator space
+        group kept in ``info``, clusters centred), repaired; None when it cannot be."""
+        fixed, note = repair(candidate)
+        if fixed is None:
+            return None, note
+        atoms = fixed.copy()
+        atoms.info = {k: fixed.info[k] for k in ("labels", "generator_spacegroup", "repaired")
+                      if k in fixed.info}
+        if self.cluster:
+            atoms.positions -= atoms.positions.mean(0)
+        return atoms, note
+
+    @staticmethod
+    def _discarded(candidate: Atoms, note: str) -> Atoms:
+        """The record of a candidate that could not be repaired (never relaxed)."""
+        atoms = candidate.copy()
+        nan = float("nan")
+        atoms.info = {k: candidate.info[k] for k in ("labels", "generator_spacegroup")
+                      if k in candidate.info}
+        if not np.isfinite(atoms.positions).all():
+            atoms.positions = np.zeros_like(atoms.positions)  # the database needs numbers
+        atoms.info.update(failed=True, discarded=True, failure_reason=note,
+                          error=f"candidate discarded before relaxation: {note}",
+                          converged=False, steps=0, energy=nan, enthalpy=nan)
+        return atoms
+
+    def _record(self, structures: Sequence[Atoms], *, write: bool) -> None:
+        """Store (``write``: one transaction), archive and count finished structures."""
+        if write and self.db is not None:
+            items = [(a, dict(uid=a.info["uid"], driver=self.driver,
+                              generation=a.info["generation"], parents=a.info["parents"],
+                              pressure=self.config.pressure))
+                     for a in structures if a.info["uid"] not in self.stored]
+            if items:
+                dbm.write_structures(self.db, items)
+        good = [a for a in structures if not a.info["failed"]]
         if good:
             for atoms, added in zip(good, self.archive.add(good)):
                 atoms.info["entry"] = added.entry  # archive entry: duplicates share it
-        for atoms in relaxed:
+        counted = 0
+        for atoms in structures:
+            if atoms.info.get("discarded"):
+                self.n_discarded += 1
+                continue
+            counted += 1
             self.n_relaxations += 1
             self.n_failed += bool(atoms.info["failed"])
             self.n_extrapolated += "extrapolation_grade" in atoms.info and \
                 atoms.info["extrapolation_grade"] > (self.config.max_grade or math.inf)
             self._best = min(self._best, self.fitness(atoms))
             self.history.append(self._best)
-        self._bar.update(len(relaxed))
+        self._bar.update(counted)
         self._bar.set_postfix(best=f"{self._best:.5f} eV/atom")
-        return relaxed
+
+    def _checked(self, atoms: Atoms) -> Atoms:
+        """A relaxed structure with a non-finite enthalpy marked failed."""
+        if not math.isfinite(atoms.info["enthalpy"]):
+            atoms.info["failed"] = True
+            atoms.info.setdefault("failure_reason", "non-finite enthalpy")
+        return atoms
 
     def _relax(self, candidates: Sequence[Atoms]) -> list[Atoms]:
-        """One batched relaxation of the candidates (only their labels and generator
-        space group kept in ``info``; clusters centred), failures flagged."""
-        clean = []
-        for atoms in candidates:
-            atoms = atoms.copy()
-            atoms.info = {k: atoms.info[k] for k in ("labels", "generator_spacegroup")
-                          if k in atoms.info}
-            if self.cluster:
-                atoms.positions -= atoms.positions.mean(0)
-            clean.append(atoms)
-        relaxed = relax(clean, self.potential, fmax=self.config.fmax,
+        """One batched relaxation of prepared candidates, failures flagged."""
+        relaxed = relax(list(candidates), self.potential, fmax=self.config.fmax,
                         pressure=self.config.pressure, max_steps=self.config.max_steps,
                         batch_size=self.population, headroom=HEADROOM)
         self.n_batches += 1
-        self.slots_used += len(clean)
-        for atoms in relaxed:
-            if not math.isfinite(atoms.info["enthalpy"]):
-                atoms.info["failed"] = True
-                atoms.info.setdefault("failure_reason", "non-finite enthalpy")
+        self.slots_used += len(candidates)
+        self.slot_fraction += len(candidates) / self.population
+        relaxed = [self._checked(atoms) for atoms in relaxed]
         self._set_aside_extrapolated(relaxed)
         return relaxed
 
@@ -364,9 +625,10 @@ def search(composition: str | SearchConfig, potential: Potential, *,
                           n_relaxations=session.n_relaxations,
                           history=np.array(session.history), archive=archive, config=config,
                           out=out, n_batches=session.n_batches,
-                          occupancy=(session.slots_used / (session.n_batches * session.population)
+                          occupancy=(session.slot_fraction / session.n_batches
                                      if session.n_batches else math.nan),
-                          n_failed=session.n_failed, n_extrapolated=session.n_extrapolated)
+                          n_failed=session.n_failed, n_extrapolated=session.n_extrapolated,
+                          n_discarded=session.n_discarded)
     if out is not None:
         write_outputs(result, n_best=n_best)
     return result

@@ -1,9 +1,17 @@
 """Random search (AIRSS; Pickard & Needs, J. Phys.: Condens. Matter 23, 053201 (2011)).
 
-Each generation is a batch of fresh random symmetric crystals (or random clusters),
-relaxed together. With ``shake`` > 0 a fraction of each generation is instead the
-"relax and shake" move: one of the best structures found so far, its atoms displaced
-by ``shake`` x the bond length and (crystals) its cell strained, then relaxed again.
+Every walker of a steady-state :meth:`~jcsp.search.run.Session.walk` proposes fresh
+random symmetric crystals (or random clusters) one after another: as soon as one of its
+structures is relaxed, its next one takes the freed slot. With ``shake`` > 0 a walker's
+candidate is instead, with probability ``shake_fraction``, the "relax and shake" move:
+one of the ``n_shaken`` best structures found so far, its atoms displaced by ``shake``
+x the bond length and (crystals) its cell strained (or one of the search's ``moves``),
+then relaxed again.
+
+Each walker draws from its own random stream (:meth:`~jcsp.search.run.Session.walker_rng`),
+so without shaking a walker's structures depend only on the seed and the walker. Shaken
+candidates read the archive (shared by all walkers), so they follow the order in which
+structures finish.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ class Config(Settings):
 
     Attributes:
       shake: amplitude of relax-and-shake moves, in units of the bond length (0: off).
-      shake_fraction: fraction of each generation made of shaken best structures.
+      shake_fraction: fraction of the candidates made of shaken best structures.
       n_shaken: how many of the best structures are shaken.
     """
 
@@ -31,16 +39,18 @@ class Config(Settings):
 
 def run(session, config: Config) -> None:
     """Generate, relax, keep, until the budget is spent (host side)."""
-    for generation, rng in session.generations(start=0):
-        n = min(session.population, session.remaining)
-        n_shake = int(round(config.shake_fraction * n)) if config.shake > 0 else 0
-        best = session.archive.structures[: config.n_shaken] if n_shake else []
-        n_shake = n_shake if best else 0
-        candidates = session.random_structures(n - n_shake, rng)
-        parents = [[] for _ in candidates]
-        for k in range(n_shake):
-            parent = best[k % len(best)]
-            candidates.append(ops.displace(parent, rng, config.shake * session.length,
-                                           strain_scale=config.shake * 0.5))
-            parents.append([parent.info.get("uid", "")])
-        session.evaluate(generation, candidates, parents)
+    archive = session.archive
+
+    def candidate(w: int):
+        rng = session.walker_rng(w)
+        if config.shake > 0 and len(archive) and rng.uniform() < config.shake_fraction:
+            best = archive.ranking()[: config.n_shaken]
+            parent = archive.entry(best[int(rng.integers(len(best)))])
+            moved = session.special_move(parent, rng)
+            if moved is None:
+                moved = ops.displace(parent, rng, config.shake * session.length,
+                                     strain_scale=config.shake * 0.5)
+            return moved, [parent.info.get("uid", "")]
+        return session.random_structures(1, rng)[0], []
+
+    session.walk(session.population, lambda done: [candidate(w) for w, _ in done])
