@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     import jcsp
     from jcsp.potentials import LennardJones
-    from jcsp.search import database
+    from jcsp.search import database, run
 
     write = database.write_structures
 
@@ -43,6 +43,7 @@ SCRIPT = textwrap.dedent("""
         return rows
 
     database.write_structures = slow_write
+    run.FLUSH_SECONDS = 0.0  # commit every batch, so the kill lands between commits
     jcsp.search("LJ7", LennardJones(1.0, 1.0, None), algorithm=sys.argv[2], budget=24,
                 cluster=True, seed=3, out=sys.argv[1], population=6)
 """)

@@ -51,7 +51,7 @@ import numpy as np
 from ase import Atoms
 
 from .. import neighbors as nl
-from ..structures.convert import from_atoms
+from ..structures.convert import cluster_box
 from ..structures.population import Population, bucket_size
 
 Array = jax.Array
@@ -68,8 +68,15 @@ N_SIGMA = 5.0
 FINE_PER_SIGMA = 16
 #: Smallest group of structures that gets its own image box (and compilation).
 MIN_GROUP = 32
-#: Smallest chunk: small batches are padded to it so they share one compiled program.
-MIN_CHUNK = 16
+#: Smallest chunk: small batches are padded to a power of two at least this large, so
+#: the batches of one or two structures a steady-state search archives share one
+#: compiled program without computing 16 padded slots each.
+MIN_CHUNK = 4
+#: A group may run on an already compiled image box that covers its own when that box
+#: holds at most this many times its own number of images (no new compilation).
+REUSE_FACTOR = 2.0
+#: Image boxes compiled so far, per (spec, n_max, pbc, chunk).
+_COMPILED: dict = {}
 #: Rough bound on the memory (bytes) one chunk of pair vectors may take.
 CHUNK_BYTES = 2**28
 
@@ -420,6 +427,51 @@ def _plan_groups(n_max: int, images: np.ndarray) -> dict:
     return {(n_max, box): members for box, members in groups.items()}
 
 
+def _pack(structures: Sequence[Atoms]):
+    """(frac [B, N, 3], cell [B, 3, 3], species [B, N], mask [B, N], pbc) in numpy, as
+    :func:`jcsp.structures.convert.from_atoms` packs them (clusters centred in their
+    bookkeeping box), without its device arrays: a search fingerprints one or two
+    structures at a time, and building a device population cost it more than the
+    fingerprint itself."""
+    pbcs = {tuple(bool(p) for p in a.pbc) for a in structures}
+    if len(pbcs) != 1:
+        raise ValueError("fingerprints need all crystals or all clusters, not a mix")
+    pbc = pbcs.pop()
+    n_max = max(len(a) for a in structures)
+    b = len(structures)
+    frac = np.zeros((b, n_max, 3))
+    cell = np.zeros((b, 3, 3))
+    species = np.zeros((b, n_max), np.int32)
+    mask = np.zeros((b, n_max), bool)
+    for k, atoms in enumerate(structures):
+        n = len(atoms)
+        pos = atoms.get_positions()
+        if all(pbc):
+            c = np.asarray(atoms.cell[:], float)
+            frac[k, :n] = np.linalg.solve(c.T, pos.T).T
+        else:
+            c = cluster_box(pos)
+            frac[k, :n] = (pos - pos.mean(axis=0) + np.diag(c) / 2) @ np.linalg.inv(c)
+        cell[k] = c
+        species[k, :n] = atoms.numbers
+        mask[k, :n] = True
+    return frac, cell, species, mask, pbc
+
+
+def _compiled_box(spec, n_max, pbc, size, box) -> tuple:
+    """``box``, or an already compiled box covering it with at most
+    :data:`REUSE_FACTOR` times its images (a search archiving a few structures at a
+    time meets many slightly different boxes; each new one would compile)."""
+    seen = _COMPILED.setdefault((spec, n_max, pbc, size), set())
+    count = lambda b: int(np.prod([2 * i + 1 for i in b]))  # noqa: E731
+    covering = [o for o in seen if all(a >= c for a, c in zip(o, box))
+                and count(o) <= REUSE_FACTOR * count(box)]
+    if covering:
+        return min(covering, key=count)
+    seen.add(tuple(box))
+    return tuple(box)
+
+
 def fingerprints(structures: Sequence[Atoms] | Population, spec: FingerprintSpec, *,
                  chunk: int | None = None) -> np.ndarray:
     """[B, P, n_bins] fingerprints of many structures, batched (host side).
@@ -428,7 +480,10 @@ def fingerprints(structures: Sequence[Atoms] | Population, spec: FingerprintSpec
     each structure needs a small box of periodic images; structures are then grouped by
     that box and padded to a rung of :func:`jcsp.structures.population.bucket_size`
     atoms, and each group runs through :func:`fingerprint_population` in chunks of a
-    fixed power-of-two size, so repeated calls reuse a few compiled programs.
+    fixed power-of-two size (at least :data:`MIN_CHUNK`), so repeated calls reuse a few
+    compiled programs; a group whose box is covered by one compiled before (with at
+    most :data:`REUSE_FACTOR` times its images) runs on that one, so a search that
+    fingerprints a few structures at a time compiles a few boxes, not one per shape.
 
     Args:
       structures: ``ase.Atoms`` (all crystals or all clusters) or a population.
@@ -440,16 +495,15 @@ def fingerprints(structures: Sequence[Atoms] | Population, spec: FingerprintSpec
         and clusters are mixed.
     """
     if isinstance(structures, Population):
-        pop = structures
+        pbc = tuple(bool(p) for p in structures.pbc)
+        frac, cell = np.asarray(structures.frac, float), np.asarray(structures.cell, float)
+        species, mask = np.asarray(structures.species), np.asarray(structures.mask)
     else:
         if len(structures) == 0:
             return np.zeros((0, len(spec.pairs), spec.n_bins))
-        pop = from_atoms(list(structures), validate=False)
-    pbc = tuple(bool(p) for p in pop.pbc)
+        frac, cell, species, mask, pbc = _pack(list(structures))
     if any(pbc) and not all(pbc):
         raise ValueError(f"fingerprints need crystals or clusters, not pbc={pbc}")
-    frac, cell = np.asarray(pop.frac, float), np.asarray(pop.cell, float)
-    species, mask = np.asarray(pop.species), np.asarray(pop.mask)
     unknown = sorted({int(s) for s in np.unique(species[mask])} - set(spec.species))
     if unknown:
         raise ValueError(f"structures contain species {unknown} that the fingerprint spec "
@@ -477,6 +531,7 @@ def fingerprints(structures: Sequence[Atoms] | Population, spec: FingerprintSpec
             per_structure = 8 * 8 * n_max * (n_max + 1) // 2 * n_box
             limit = 2 ** int(math.log2(max(CHUNK_BYTES // per_structure, 1)))
             size = max(1, min(max(_pow2(len(members)), MIN_CHUNK), limit))
+        box = _compiled_box(spec, n_max, pbc, size, box)
         for start in range(0, len(members), size):
             part = members[start:start + size]
             f = np.zeros((size, n_max, 3))

@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -56,6 +57,11 @@ from .repair import repair
 #: similar generations, and sizing the lists once with room to spare compiles the
 #: relaxation kernel once instead of once per denser generation.
 HEADROOM = 1.5
+#: Relaxed structures are written to the run database in one transaction at most this
+#: often (seconds; and when the search ends or fails). A commit costs milliseconds (a
+#: disk sync), which per finished structure would cost a small search most of its
+#: time; a kill loses at most this much work, which the resumed search redoes.
+FLUSH_SECONDS = 2.0
 
 
 @dataclasses.dataclass
@@ -159,6 +165,8 @@ class Session:
         self._walker_rngs: dict[int, tuple[int, np.random.Generator]] = {}
         self._walker_steps: list[int] = []
         self._warned = False
+        self._unwritten: list = []  # (atoms, keywords) waiting for the next commit
+        self._last_flush = time.monotonic()
         self._bar = tqdm(total=config.budget, desc=f"search ({self.driver})",
                          unit="relaxation", file=sys.stderr, disable=not progress)
 
@@ -465,12 +473,15 @@ class Session:
     def _record(self, structures: Sequence[Atoms], *, write: bool) -> None:
         """Store (``write``: one transaction), archive and count finished structures."""
         if write and self.db is not None:
-            items = [(a, dict(uid=a.info["uid"], driver=self.driver,
-                              generation=a.info["generation"], parents=a.info["parents"],
-                              pressure=self.config.pressure))
-                     for a in structures if a.info["uid"] not in self.stored]
-            if items:
-                dbm.write_structures(self.db, items)
+            for a in structures:
+                if a.info["uid"] in self.stored:
+                    continue
+                row = a.copy()  # info as it is now (drivers may add to theirs later)
+                row.calc = a.calc  # the energy, forces and stress to store
+                self._unwritten.append((row, dict(
+                    uid=a.info["uid"], driver=self.driver, generation=a.info["generation"],
+                    parents=a.info["parents"], pressure=self.config.pressure)))
+            self.flush(force=False)
         good = [a for a in structures if not a.info["failed"]]
         if good:
             for atoms, added in zip(good, self.archive.add(good)):
@@ -566,8 +577,23 @@ class Session:
         h = [x for x in h if math.isfinite(x)]
         return max(abs(min(h)), 1e-3) if h else 1.0
 
+    def flush(self, force: bool = True) -> None:
+        """Commit the structures not yet in the database (one transaction); without
+        ``force`` only when :data:`FLUSH_SECONDS` have passed since the last commit."""
+        if not self._unwritten or (not force and
+                                   time.monotonic() - self._last_flush < FLUSH_SECONDS):
+            return
+        dbm.write_structures(self.db, self._unwritten)
+        self._unwritten = []
+        self._last_flush = time.monotonic()
+
     def close(self):
-        self._bar.close()
+        """Write what is still unwritten and close the progress bar."""
+        try:
+            if self.db is not None:
+                self.flush()
+        finally:
+            self._bar.close()
 
 
 def search(composition: str | SearchConfig, potential: Potential, *,
