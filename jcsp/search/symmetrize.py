@@ -134,13 +134,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _merge(directions: np.ndarray) -> np.ndarray:
-    """Directions with near-parallel (or antiparallel) ones merged."""
-    cos = np.cos(np.radians(MERGE_DEGREES))
-    kept: list[np.ndarray] = []
-    for d in directions:
-        if not kept or np.max(np.abs(np.array(kept) @ d)) < cos:
-            kept.append(d)
-    return np.array(kept)
+    """Directions with near-parallel (or antiparallel) ones merged (the first kept)."""
+    close = np.abs(directions @ directions.T) > np.cos(np.radians(MERGE_DEGREES))
+    keep = np.ones(len(directions), bool)
+    for i in range(len(directions)):
+        if keep[i]:
+            later = close[i].copy()
+            later[: i + 1] = False
+            keep &= ~later
+    return directions[keep]
 
 
 def candidate_directions(positions: np.ndarray, length: float) -> np.ndarray:
@@ -163,15 +165,22 @@ def _fit(images: np.ndarray, x: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     """[M] root-mean-square distance from each set of ``images`` ([M, N, 3]) to the
     nearest atoms of the same species."""
     d2 = (np.sum(images**2, -1)[:, :, None] + np.sum(x**2, -1)[None, None]
-          - 2.0 * np.einsum("mia,ja->mij", images, x))  # [M, N, N]
+          - 2.0 * (images @ x.T))  # [M, N, N]
     d2 = np.where(numbers[:, None] == numbers[None, :], d2, np.inf)
     return np.sqrt(np.maximum(np.mean(d2.min(-1), axis=-1), 0.0))
 
 
-def _matrices(kind: str, order: int, d: np.ndarray) -> np.ndarray:
-    if kind == "C":
-        return pointgroup._rotation(d, 2 * np.pi / order)
-    return np.eye(3) - 2.0 * np.outer(d, d)
+def _matrices(kinds: np.ndarray, orders: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """[M, 3, 3] rotations by 2 pi / order about ``d`` (kinds true) or reflections
+    through the planes normal to ``d`` (kinds false); ``d`` [M, 3] unit vectors."""
+    angle = 2 * np.pi / orders
+    k = np.zeros((len(d), 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -d[:, 2], d[:, 1], -d[:, 0]
+    k -= np.swapaxes(k, 1, 2)
+    outer = np.einsum("mi,mj->mij", d, d)
+    rot = np.eye(3) + np.sin(angle)[:, None, None] * k + \
+        (1 - np.cos(angle))[:, None, None] * (k @ k)
+    return np.where(kinds[:, None, None], rot, np.eye(3) - 2.0 * outer)
 
 
 def find_elements(positions: np.ndarray, numbers: np.ndarray, length: float,
@@ -180,13 +189,17 @@ def find_elements(positions: np.ndarray, numbers: np.ndarray, length: float,
     direction, fit in Å) with fit below ``tol`` (Å), about the centroid."""
     x = positions - positions.mean(0)
     dirs = candidate_directions(x, length)
-    tests = [("C", n, d) for d in dirs for n in ORDERS] + [("m", 2, d) for d in dirs]
+    kinds = np.concatenate([np.ones(len(dirs) * len(ORDERS), bool), np.zeros(len(dirs), bool)])
+    orders = np.concatenate([np.tile(ORDERS, len(dirs)), np.full(len(dirs), 2)]).astype(float)
+    vecs = np.concatenate([np.repeat(dirs, len(ORDERS), axis=0), dirs])
     found = []
-    for start in range(0, len(tests), 256):
-        chunk = tests[start:start + 256]
-        mats = np.array([_matrices(*t) for t in chunk])
-        fits = _fit(np.einsum("mij,nj->mni", mats, x), x, numbers)
-        found += [(k, n, d, float(f)) for (k, n, d), f in zip(chunk, fits) if f < tol]
+    for start in range(0, len(kinds), 256):
+        part = slice(start, start + 256)
+        mats = _matrices(kinds[part], orders[part], vecs[part])
+        fits = _fit(x @ np.swapaxes(mats, 1, 2), x, numbers)
+        for k, n, d, f in zip(kinds[part], orders[part], vecs[part], fits):
+            if f < tol:
+                found.append(("C" if k else "m", int(n), d, float(f)))
     return found
 
 
@@ -211,10 +224,10 @@ def find_point_group(positions: np.ndarray, numbers: np.ndarray, length: float,
         for frame in _orientations(name, found):
             trial = np.einsum("ij,mjk,lk->mil", frame, op_list, frame)
             bar = tol if best is None else best[2]
-            head = _fit(np.einsum("mij,nj->mni", trial[:6], x), x, numbers).max()
+            head = _fit(x @ np.swapaxes(trial[:6], 1, 2), x, numbers).max()
             if head >= bar:  # the first operations (the generators) already miss
                 continue
-            fit = float(_fit(np.einsum("mij,nj->mni", trial, x), x, numbers).max())
+            fit = float(_fit(x @ np.swapaxes(trial, 1, 2), x, numbers).max())
             if fit < bar:  # the best orientation of the highest group that fits
                 best = (name, trial, fit)
     return best
