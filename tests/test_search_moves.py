@@ -277,3 +277,33 @@ def test_ga_operator_weights_for_new_moves():
     with pytest.raises(ValueError):
         jcsp.search("LJ13", LJ, algorithm="ga", budget=8, cluster=True,
                     options={"wyckoff": 1.5})
+
+
+def test_ga_wyckoff_heredity_keeps_symmetry(monkeypatch):
+    """GA children made with ``wyckoff=1`` go through the orbit heredity and keep the
+    first parent's operations (spglib at a tight tolerance)."""
+    from jcsp.search.drivers import genetic
+
+    a, b = _binary_crystal(13), _binary_crystal(14)
+    a.info["uid"], b.info["uid"] = "a", "b"
+    calls = []
+    real = ops.orbit_heredity
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ops, "orbit_heredity", counted)
+    session = types.SimpleNamespace(length=2.0, cluster=False, counts={"Mg": 4, "O": 4},
+                                    symbols=["Mg"] * 4 + ["O"] * 4,
+                                    special_move=lambda parent, rng: None)
+    config = genetic.Config(heredity=1.0, strain=0, permutation=0, rattle=0, surface=0,
+                            random=0, wyckoff=1.0, tries=1)
+    ops_a, ops_b = _group(a)[1], _group(b)[1]
+    for seed in range(3):
+        child, parents = genetic.make_child(session, config, [a, b], np.random.default_rng(seed),
+                                            None)
+        assert sorted(child.numbers) == sorted(a.numbers)
+        first = {"a": ops_a, "b": ops_b}[parents[0]]
+        assert _group(child)[1] >= first
+    assert len(calls) == 3
