@@ -1,17 +1,22 @@
 """Minima hopping (Goedecker, J. Chem. Phys. 120, 9911 (2004)), with parallel walkers.
 
-Every walker sits in a local minimum. Each generation, every walker escapes by a short
-constant-energy MD run (velocity Verlet at fixed cell) started from Maxwell-Boltzmann
-velocities at its own temperature ``T``; the end points of all walkers are relaxed in
-one batch. Then, per walker, with the archive telling minima apart:
+Every walker sits in a local minimum and escapes from it by a short constant-energy MD
+run (velocity Verlet at fixed cell) started from Maxwell-Boltzmann velocities at its own
+temperature ``T``. The walkers are streamed through the relaxer
+(:meth:`jcsp.search.run.Session.walk`): whenever an escape finishes relaxing, its walker
+applies the rules below and its next escape takes the freed slot. Per walker, with the
+archive telling minima apart:
 
 - the same minimum again: the escape failed, ``T *= beta1``;
-- a minimum visited before (by any walker): ``T *= beta2``;
+- a minimum this walker visited before: ``T *= beta2``;
 - a new minimum: ``T *= beta3`` (< 1);
 
 and a new minimum is accepted when ``H_new < H_current + E_diff``, after which
 ``E_diff *= alpha1`` (< 1); otherwise ``E_diff *= alpha2`` (> 1). The feedback keeps
-the walkers moving into new funnels without being trapped or boiling away.
+the walkers moving into new funnels without being trapped or boiling away. Each walker's
+temperature and threshold start at ``temperature`` and ``e_diff`` times the |enthalpy
+per atom| of its own relaxed start; a walker whose start failed starts again from a
+random structure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from ase import Atoms
 from ase.data import atomic_masses
 
 from ...settings import Settings, setting
@@ -31,7 +37,7 @@ class Config(Settings):
     """Minima-hopping settings (Goedecker's defaults for the feedback factors).
 
     Attributes:
-      temperature: starting kT / energy scale (|enthalpy per atom| of the best start).
+      temperature: starting kT / energy scale (|enthalpy per atom| of the walker's start).
       e_diff: starting acceptance threshold / energy scale (per structure).
       md_steps: MD steps of each escape.
       beta1, beta2, beta3: temperature factors (same minimum, old minimum, new minimum).
@@ -48,49 +54,82 @@ class Config(Settings):
     alpha2: float = setting(1.02, gt=1)
 
 
-def run(session, config: Config) -> None:
-    """Minima hopping until the budget is spent (host side)."""
-    walkers = session.first_generation()
-    scale = session.energy_scale(walkers)
-    dt = time_step(session, scale)
-    n = len(walkers)
-    h = np.array([session.fitness(a) * len(a) for a in walkers])
-    kt = np.full(n, config.temperature * scale)
-    e_diff = np.full(n, config.e_diff * scale)
-    visited = {a.info.get("entry") for a in walkers} - {None}
-    for generation, rng in session.generations():
-        k = min(n, session.remaining)
-        alive = [w for w in range(k) if math.isfinite(h[w])]
-        dead = [w for w in range(k) if not math.isfinite(h[w])]
-        proposals = [None] * k
-        if alive:
-            start = [walkers[w] for w in alive]
-            mass = np.array([atomic_masses[a.numbers] for a in start])[..., None]
-            vel = rng.normal(size=mass.shape[:2] + (3,)) * np.sqrt(kt[alive][:, None, None] / mass)
-            vel -= vel.mean(1, keepdims=True)
-            escaped, _ = langevin(session.potential, start, np.zeros(config.md_steps), dt=dt,
-                                  friction=0.0, rng=rng, velocities=vel)
-            for w, atoms in zip(alive, escaped):
-                proposals[w] = atoms
-        fresh = iter(session.random_structures(len(dead), rng))
-        for w in dead:
-            proposals[w] = next(fresh)
-        parents = [[walkers[w].info["uid"]] if w in alive else [] for w in range(k)]
-        relaxed = session.evaluate(generation, proposals, parents)
-        for w, atoms in enumerate(relaxed):
-            new = session.fitness(atoms) * len(atoms)
-            entry = atoms.info.get("entry")
-            if w in dead or not math.isfinite(new):
-                if w in dead:
-                    walkers[w], h[w] = atoms, new
-                continue
-            if entry is not None and entry == walkers[w].info.get("entry"):
-                kt[w] *= config.beta1
-                continue
-            kt[w] *= config.beta2 if entry in visited else config.beta3
-            if new < h[w] + e_diff[w]:
-                walkers[w], h[w] = atoms, new
-                e_diff[w] *= config.alpha1
+class Hoppers:
+    """The walkers' states and their per-walker minima-hopping rules (host side).
+
+    Args:
+      session: the search session; config: the driver's settings; n: walkers.
+    """
+
+    def __init__(self, session, config: Config, n: int):
+        self.session, self.config = session, config
+        self.atoms: list[Atoms | None] = [None] * n
+        self.h = np.full(n, math.inf)
+        self.kt = np.full(n, math.nan)
+        self.e_diff = np.full(n, math.nan)
+        self.dt = np.full(n, math.nan)
+        self.visited: list[set] = [set() for _ in range(n)]  # each walker's own minima
+
+    def update(self, w: int, relaxed: Atoms) -> None:
+        """Goedecker's feedback on walker ``w``'s relaxed escape."""
+        c = self.config
+        new = _enthalpy(relaxed)
+        entry = relaxed.info.get("entry")
+        if self.atoms[w] is None:  # a start: taken as it is; sets the walker's scale
+            if math.isfinite(new):
+                scale = max(abs(new) / len(relaxed), 1e-3)
+                self.atoms[w], self.h[w] = relaxed, new
+                self.kt[w], self.e_diff[w] = c.temperature * scale, c.e_diff * scale
+                self.dt[w] = time_step(self.session, scale)
+        elif math.isfinite(new):
+            if entry is not None and entry == self.atoms[w].info.get("entry"):
+                self.kt[w] *= c.beta1  # fell back into the same minimum
             else:
-                e_diff[w] *= config.alpha2
-        visited |= {a.info.get("entry") for a in relaxed} - {None}
+                self.kt[w] *= c.beta2 if entry in self.visited[w] else c.beta3
+                if new < self.h[w] + self.e_diff[w]:
+                    self.atoms[w], self.h[w] = relaxed, new
+                    self.e_diff[w] *= c.alpha1
+                else:
+                    self.e_diff[w] *= c.alpha2
+        if entry is not None:
+            self.visited[w].add(entry)
+
+    def escape(self, w: int, rng: np.random.Generator) -> Atoms:
+        """Walker ``w``'s MD escape from its minimum: Maxwell-Boltzmann velocities at its
+        temperature from its own stream, ``md_steps`` of velocity Verlet with its own
+        time step (one structure per run, so a walker's trajectory depends on nothing
+        but its own history)."""
+        atoms = self.atoms[w]
+        mass = atomic_masses[atoms.numbers][:, None]
+        vel = rng.normal(size=(len(atoms), 3)) * np.sqrt(self.kt[w] / mass)
+        vel -= vel.mean(0)
+        (escaped,), _ = langevin(self.session.potential, [atoms],
+                                 np.zeros(self.config.md_steps), dt=float(self.dt[w]),
+                                 friction=0.0, rng=rng, velocities=vel[None])
+        return escaped
+
+
+def _enthalpy(atoms: Atoms) -> float:
+    """Enthalpy per structure (eV), +inf for failed relaxations."""
+    h = atoms.info.get("enthalpy", math.nan)
+    return math.inf if atoms.info.get("failed") or not math.isfinite(h) else float(h)
+
+
+def run(session, config: Config) -> None:
+    """Minima hopping until the budget is spent (host side): :attr:`population` walkers
+    streamed through the relaxer (:meth:`jcsp.search.run.Session.walk`)."""
+    hoppers = Hoppers(session, config, session.population)
+
+    def advance(done):
+        out = []
+        for w, relaxed in done:
+            rng = session.walker_rng(w)
+            if relaxed is not None:
+                hoppers.update(w, relaxed)
+            if hoppers.atoms[w] is None:  # no minimum yet (or a failed start)
+                out.append((session.random_structures(1, rng)[0], []))
+            else:
+                out.append((hoppers.escape(w, rng), [hoppers.atoms[w].info["uid"]]))
+        return out
+
+    session.walk(len(hoppers.atoms), advance)
