@@ -136,11 +136,13 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--crystals", nargs="+", default=None, choices=list(CRYSTALS),
                         help="run the crystal GA variants on these instead of clusters")
+    parser.add_argument("--crystal-variants", nargs="+", default=list(CRYSTAL_VARIANTS),
+                        choices=list(CRYSTAL_VARIANTS))
     parser.add_argument("--record", default=None)
     args = parser.parse_args(argv)
     rows = []
     if args.crystals:
-        args.sizes, args.variants = args.crystals, list(CRYSTAL_VARIANTS)
+        args.sizes, args.variants = args.crystals, args.crystal_variants
     for size in args.sizes:
         for variant in args.variants:
             for seed in args.seeds:
@@ -150,22 +152,26 @@ def main(argv=None) -> None:
                     row = run_one(size, variant, seed, args.budget)
                 rows.append(row)
                 print(row, flush=True)
+                if args.record:  # after every run, so a time-boxed study keeps its rows
+                    _record(args, rows)
     table = summary(rows, args.budget)
     for key, value in table.items():
         print(f"{key:>18}  {value['success']:>5}  median first hit "
               f"{value['median_first_hit']}  hits {value['first_hits']}  "
               f"wall {value['median_wall_s']} s")
     if args.record:
-        write_record(args.record, settings={"sizes": args.sizes, "seeds": args.seeds,
-                                            "budget": args.budget, "variants": args.variants,
-                                            "cluster_symmetry": None,
-                                            "crystals": args.crystals,
-                                            "variant_settings": {
-                                                k: (v[1:] if k in VARIANTS else v)
-                                                for k, v in {**CRYSTAL_VARIANTS, **VARIANTS}.items()
-                                                if k in args.variants}},
-                     results={"summary": table, "runs": rows},
-                     notes="2 shared CPU cores (about 6 agents); wall times indicative only")
+        _record(args, rows)
+
+
+def _record(args, rows: list[dict]) -> None:
+    settings = {**CRYSTAL_VARIANTS, **{k: v[1:] for k, v in VARIANTS.items()}}
+    write_record(args.record,
+                 settings={"sizes": args.sizes, "seeds": args.seeds, "budget": args.budget,
+                           "variants": args.variants, "cluster_symmetry": None,
+                           "crystals": args.crystals,
+                           "variant_settings": {k: settings[k] for k in args.variants}},
+                 results={"summary": summary(rows, args.budget), "runs": rows},
+                 notes="2 shared CPU cores (about 6 agents, load ~9); wall times indicative only")
 
 
 if __name__ == "__main__":
