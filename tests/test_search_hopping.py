@@ -179,3 +179,23 @@ def test_minima_hopping_finds_lj13_from_plain_starts():
     assert hit is not None and hit > 1  # found, by hopping
     assert res.best.info["energy"] == pytest.approx(LJ13, abs=2e-3)
     assert res.best.info["parents"]  # an escape from a walker's minimum
+
+
+def test_fresh_proposals_only_by_default_with_symmetric_cluster_starts():
+    session, config = _session()  # plain starts: no fresh proposals unless asked
+    assert basin.Walkers(session, config, 1).fresh == 0.0
+    sym = SearchConfig.from_keywords("LJ13", algorithm="basin", budget=8, cluster=True,
+                                     population=8)
+    assert basin.Walkers(Session(sym, LJ), sym.driver_config, 1).fresh == basin.FRESH
+    starts = _minima(session, 13, count=1)
+    walkers = basin.Walkers(session, config.replace(fresh=1.0), 1)
+    walkers.update(0, starts[0], 0.5)
+    candidate, parents = walkers.advance(0, None, np.random.default_rng(0))
+    assert parents == [] and not walkers.displaced[0]  # unrelated to the walker's minimum
+    assert ops_min_distance(candidate) > 0.5 and \
+        np.abs(candidate.positions - starts[0].positions).max() > 0.5
+
+
+def ops_min_distance(atoms):
+    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+    return d[np.triu_indices(len(atoms), 1)].min()
