@@ -49,7 +49,7 @@ def test_lj13_basin_hopping_walkers_reach_icosahedron():
     assert res.best.info["energy"] == pytest.approx(LJ13, abs=1e-4)
     assert res.first_hit(LJ13 / 13) > 4  # found by hopping, not by a starting structure
     assert res.best.info["parents"]  # the best came from a walker's move
-    assert res.n_batches == 16 and res.occupancy == 1.0
+    assert res.n_batches == 1 and 0.1 < res.occupancy <= 1.0  # one steady-state stream
 
 
 def test_target_stops_the_search_early():

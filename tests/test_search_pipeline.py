@@ -66,7 +66,8 @@ def _argon(n, seed):
 
 @pytest.mark.parametrize("kind", ["cluster", "crystal"])
 def test_stream_equals_relax_bit_for_bit(kind):
-    """Structures fed one, two or three at a time, in slots other than the ones relax
+    """Structures fed one, two or three at a time (with and without overlapping the
+    caller's work with the relaxation), in slots other than the ones relax
     gives them, relax exactly as in one ``jcsp.relax`` call with the same batch size;
     the stream compiles nothing new."""
     if kind == "cluster":
@@ -75,16 +76,17 @@ def test_stream_equals_relax_bit_for_bit(kind):
         structures, pot = _argon(11, 0), AR
     reference = jcsp.relax(structures, pot, fmax=1e-3, batch_size=4)
     compiled = driver.TRACE_COUNTS["segment"]
-    stats = {}
-    got = {}
-    for k, atoms in relax_stream(_drip(structures, [1, 3, 0, 2, 1]), pot, fmax=1e-3,
-                                 batch_size=4, stats=stats):
-        assert k not in got
-        got[k] = atoms
-    assert sorted(got) == list(range(len(structures)))
-    assert driver.TRACE_COUNTS["segment"] == compiled  # relax's kernel, reused
-    for k, ref in enumerate(reference):
-        _same(got[k], ref)
+    for overlap in (False, True):
+        stats = {}
+        got = {}
+        for k, atoms in relax_stream(_drip(structures, [1, 3, 2, 1, 3]), pot, fmax=1e-3,
+                                     batch_size=4, stats=stats, overlap=overlap):
+            assert k not in got
+            got[k] = atoms
+        assert sorted(got) == list(range(len(structures)))
+        assert driver.TRACE_COUNTS["segment"] == compiled  # relax's kernel, reused
+        for k, ref in enumerate(reference):
+            _same(got[k], ref)
     steps = [a.info["steps"] for a in reference]
     assert min(steps) > 5 and len(set(steps)) > 3  # real, unequal relaxations
     assert all(a.info["converged"] for a in reference)
@@ -207,14 +209,17 @@ def _session(**kwargs):
     return Session(SearchConfig("LJ9", **settings), LJ)
 
 
-def test_walk_refills_freed_slots_and_records_like_evaluate():
+@pytest.mark.parametrize("overlap", [False, True])
+def test_walk_refills_freed_slots_and_records_like_evaluate(overlap, monkeypatch):
     """Walker 0 proposes already relaxed structures (fast), the others random clusters
     (slow): walker 0 gets its next candidates while the others are still relaxing. Every
     structure is recorded as evaluate records it, under the uid of its walker and step,
     with the numbers jcsp.relax gives its candidate, and each walker's candidates come
     from its own (seed, walker, step) stream."""
+    from jcsp.search import run
     from jcsp.search.database import make_uid
 
+    monkeypatch.setattr(run, "OVERLAP", overlap)
     session = _session()
     relaxed_start = jcsp.relax(random_clusters({"LJ": 9}, 1, seed=7, symmetry=None), LJ)[0]
     issued = {}   # uid -> candidate
@@ -240,11 +245,12 @@ def test_walk_refills_freed_slots_and_records_like_evaluate():
 
     session.walk(4, advance)
     assert calls[0] == [(w, None) for w in range(4)]  # first: one start per walker
-    assert session.n_relaxations == 12 == len(session.history) == len(issued)
-    steps = {w: sum(u.endswith(f"-i{w}") for u in issued) for w in range(4)}
-    assert steps[0] > max(steps[w] for w in (1, 2, 3))  # refilled without waiting
+    assert session.n_relaxations == 12 == len(session.history)
+    assert len(issued) >= 12  # proposals past the budget are dropped
     finished = [uid for call in calls[1:] for _, uid in call]
     assert set(finished) <= set(issued) and len(finished) == len(set(finished))
+    steps = {w: sum(u.endswith(f"-i{w}") for u in finished) for w in range(4)}
+    assert steps[0] > max(steps[w] for w in (1, 2, 3))  # refilled without waiting
     # recorded as evaluate records: archive entries, info, and relax's numbers
     entries = session.archive.structures
     assert entries and all(a.info["driver"] == "random" for a in entries)

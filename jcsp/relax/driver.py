@@ -504,12 +504,21 @@ class _Bucket:
     def advance(self, free_target: int) -> np.ndarray:
         """One segment; returns the slots whose structure is finished (empty after an
         overflow, which grows the lists for the next segment)."""
-        job, capacity = self.job, self.capacity
-        before = np.asarray(self.slots.steps)
-        self.slots = self.kernel.segment(job.params, self.slots, job.steps_per_segment,
-                                         free_target)
+        self.launch(free_target)
+        return self.collect()
+
+    def launch(self, free_target: int) -> None:
+        """Start a segment without waiting for it (JAX dispatches asynchronously): the
+        host can work until :meth:`collect`, but must not load slots before then."""
+        self._before = np.asarray(self.slots.steps)
+        self.slots = self.kernel.segment(self.job.params, self.slots,
+                                         self.job.steps_per_segment, free_target)
+
+    def collect(self) -> np.ndarray:
+        """Wait for the segment started by :meth:`launch`; as :meth:`advance`."""
+        capacity = self.capacity
         slots = self.slots
-        advanced = np.where(self.holder >= 0, np.asarray(slots.steps) - before, 0)
+        advanced = np.where(self.holder >= 0, np.asarray(slots.steps) - self._before, 0)
         self.n_segments += 1
         self.slot_steps += int(advanced.sum())
         self.slot_capacity += self.batch * int(advanced.max(initial=0))
@@ -607,12 +616,12 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                  relax_cell: bool = True, optimizer="fire", max_steps: int = 3000, *,
                  batch_size: int, smax: float | None = None, steps_per_segment: int = 100,
                  dtype=None, params=None, skin: float | None = None, headroom: float = 1.0,
-                 stats: dict | None = None):
+                 overlap: bool = False, stats: dict | None = None):
     """Relax structures as they come, keeping ``batch_size`` slots busy (host side).
 
     A generator over the finished structures. Whenever slots are free (at the start and
-    after each segment of the compiled relaxation), ``feed(n_free)`` is called for up to
-    ``n_free`` new structures; each finished one is yielded as soon as its segment ends,
+    after each segment of the compiled relaxation), ``feed(n)`` is called for up to
+    ``n`` new structures (the free slots); each finished one is yielded as soon as its segment ends,
     so a search can turn it into its next candidate while the others keep relaxing.
     Every structure runs through the same bucket, capacity, compiled kernel and checks
     as in :func:`relax` (no extra compilation), and its numbers are those it gets from
@@ -622,13 +631,21 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     :func:`relax`.
 
     Args:
-      feed: ``feed(n_free) -> list[Atoms] | None``: up to ``n_free`` new structures,
-        ``[]`` when none are ready now, ``None`` when no more will come. All must be of
+      feed: ``feed(n) -> list[Atoms] | None``: up to ``n`` new structures, ``[]`` when
+        none are ready now (with nothing relaxing, that ends the stream), ``None`` when
+        no more will come. All must be of
         one atom count (bucket) and periodicity, that of the first one.
       potential, fmax, pressure, relax_cell, optimizer, max_steps, smax,
         steps_per_segment, dtype, params, skin, headroom: as in :func:`relax`
         (``pressure``: one number, GPa).
       batch_size: the number of slots.
+      overlap: start each segment before handing back the results of the previous one
+        (JAX runs it asynchronously), so the caller's work on them (a search's
+        recording and next candidates) runs while the device relaxes; the structures
+        it makes are loaded at the end of that segment, so a freed slot waits one
+        segment. Worth it where host and device work in parallel (a GPU, or CPU cores
+        to spare); the numbers of every structure are the same either way. ``feed`` may
+        then be asked for up to a batch ahead.
       stats: if given, filled with ``segments``, ``occupancy`` (mean fraction of the
         slots that were relaxing during the segments' iterations) and ``batch``.
 
@@ -661,23 +678,25 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     bucket = None
     shape = None  # (pbc, n_max) of the stream
     counter = 0
-    ready: list = []  # invalid inputs, returned at once
+    ready: list = []  # finished (and invalid) structures not yet handed back
+    queue: collections.deque = collections.deque()  # (key, atoms, pop, k) to load
     exhausted = False
 
-    def pull(n):
-        nonlocal bucket, shape, counter, exhausted
+    def pull(n) -> bool:
+        """Ask ``feed`` for up to ``n``; queue the valid ones; True if it gave any."""
+        nonlocal shape, counter, exhausted
         new = feed(n)
         if new is None:
             exhausted = True
-            return
+            return False
         if isinstance(new, Atoms) or not isinstance(new, Sequence):
             raise ValueError("feed must return a list of ase.Atoms (or None when done)")
         if len(new) > n:
             raise ValueError(f"feed returned {len(new)} structures for {n} free slots")
+        if not new:
+            return False
         keys = list(range(counter, counter + len(new)))
         counter += len(new)
-        if not new:
-            return
         _check_arguments(new, potential)
         valid = []
         for key, atoms, error in zip(keys, new, screen(new, potential)):
@@ -694,47 +713,84 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                     f"pbc {shape[0]}; relax other sizes in a stream (or relax call) of "
                     "their own")
             valid.append((key, atoms))
-        if not valid:
+        if valid:
+            pop = from_atoms([a for _, a in valid], n_max=shape[1], dtype=job.dtype,
+                             validate=False)
+            pop = jax.tree_util.tree_map(np.asarray, pop)
+            queue.extend((key, atoms, pop, k) for k, (key, atoms) in enumerate(valid))
+        return True
+
+    def load() -> None:
+        """Move queued structures into free slots (sizing the capacity for them)."""
+        nonlocal bucket
+        if not queue:
             return
-        pbc, n_max = shape
-        pop = from_atoms([a for _, a in valid], n_max=n_max, dtype=job.dtype, validate=False)
-        pop = jax.tree_util.tree_map(np.asarray, pop)
         if bucket is None:
+            pbc, n_max = shape
+            first = population.take(queue[0][2], np.array([queue[0][3]]))
             bucket = _Bucket(job, n_max, pbc, batch_size,
-                             _bucket_capacity(job, pbc, n_max, pop))
-        else:
-            bucket.refit(pop)
-        k = len(valid)
+                             _bucket_capacity(job, pbc, n_max, first))
+        take = [queue.popleft() for _ in range(min(bucket.n_free, len(queue)))]
+        if not take:
+            return
+        pop = population.concat([population.take(t[2], np.array([t[3]])) for t in take]) \
+            if len(take) > 1 else population.take(take[0][2], np.array([take[0][3]]))
+        bucket.refit(pop)
+        k = len(take)
         per = dict(pressure=np.full(k, p_ev), fmax=np.full(k, opts["fmax"]),
                    smax=np.full(k, smax_ev), max_steps=np.full(k, opts["max_steps"], np.int32))
-        bucket.load(pop, per, [key for key, _ in valid], [a for _, a in valid])
+        bucket.load(pop, per, [t[0] for t in take], [t[1] for t in take])
 
-    def free() -> int:
-        return batch_size if bucket is None else bucket.n_free
+    def room() -> int:
+        """Structures the stream can take now: free slots, less what is queued."""
+        free = batch_size if bucket is None else bucket.n_free
+        return max(0, free - len(queue))
+
+    def target() -> int:
+        if exhausted and not queue:
+            return bucket.tail_target()
+        return bucket.n_free + max(1, bucket.batch // 8)
 
     try:
         while True:
             fed = False
-            while not exhausted and free() > 0:  # fill the free slots
-                before = counter
-                pull(free())
-                if counter == before:  # nothing ready now
+            while not exhausted and room() > 0:  # fill the free slots
+                if not pull(room()):
                     break
                 fed = True
                 if ready:  # invalid ones: the caller sees them before it is asked again
                     break
+            load()
+            idle = bucket is None or not bucket.busy
+            gave = bool(ready)
+            if idle or not overlap:
+                while ready:
+                    yield ready.pop(0)
+            if idle:
+                if queue or ((fed or gave) and not exhausted):
+                    continue  # more to load, or the caller may answer what it got
+                return
+            if not overlap:
+                finished = bucket.advance(target())
+                if finished.size:
+                    yield from bucket.harvest(finished)
+                if exhausted and not queue:
+                    bucket.shrink()
+                continue
+            # Overlapped: the device relaxes while the caller works on the results of the
+            # previous segment and prepares the next structures (loaded after it).
+            bucket.launch(target())
             while ready:
                 yield ready.pop(0)
-            if bucket is None or not bucket.busy:
-                if fed and not exhausted:  # only invalid ones came: ask again
-                    continue
-                return
-            free_target = (bucket.tail_target() if exhausted
-                           else bucket.n_free + max(1, bucket.batch // 8))
-            finished = bucket.advance(free_target)
+            if not exhausted:
+                limit = bucket.batch - len(queue)
+                if limit > 0:
+                    pull(limit)
+            finished = bucket.collect()
             if finished.size:
-                yield from bucket.harvest(finished)
-            if exhausted:
+                ready.extend(bucket.harvest(finished))
+            load()
+            if exhausted and not queue and not ready:
                 bucket.shrink()
     finally:
         if stats is not None and bucket is not None:

@@ -156,6 +156,7 @@ def open_run(path: str | os.PathLike, config: Mapping | None = None, *,
     if not path.exists():
         _create(path)
     db = ase.db.connect(str(path), type="db", use_lock_file=False, append=True)
+    _index_uids(db)
     if config is None:
         return db
     config = _normalize(config)
@@ -179,6 +180,16 @@ def open_run(path: str | os.PathLike, config: Mapping | None = None, *,
     metadata[RUN_KEY] = config
     db.metadata = metadata
     return db
+
+
+def _index_uids(db) -> None:
+    """An index on ASE's text key-value table, so that finding a uid (:func:`has`, the
+    check before each write) is a lookup instead of a scan of every row: without it a
+    search writing its n-th structure paid O(n), 5 ms a row at 2500 rows. ASE ignores
+    indices it did not make; ``IF NOT EXISTS`` makes reopening free."""
+    with db:
+        db.connection.execute("CREATE INDEX IF NOT EXISTS jcsp_uid_index "
+                              "ON text_key_values(key, value)")
 
 
 def _create(path: Path) -> None:

@@ -1,21 +1,45 @@
 """``jcsp.search``: the search entry point, its run session, resume and outputs (host side).
 
-A search is a loop of generations. In each generation the chosen driver
-(:mod:`jcsp.search.drivers`) proposes a batch of candidate structures, the session relaxes
-the whole batch with ONE call of :func:`jcsp.relax` (fixed batch shape, so one
-compilation serves the whole run), writes every relaxed structure to the run database
-(:mod:`jcsp.search.database`) the moment the batch is back, adds it to the archive
-(:class:`jcsp.search.archive.Archive`) and hands the batch back to the driver, which
-updates its state on the host. The budget counts relaxations.
+A driver (:mod:`jcsp.search.drivers`) proposes candidates; the :class:`Session` repairs
+them, relaxes them with :mod:`jcsp.relax`, writes every relaxed structure to the run
+database (:mod:`jcsp.search.database`), adds it to the archive
+(:class:`jcsp.search.archive.Archive`) and hands it back to the driver, which updates its
+state on the host. The budget counts relaxations. There are two ways to relax:
 
-Resume is exact by construction: the random numbers of generation ``g`` come from
-``numpy.random.default_rng([seed, g])`` and each structure's uid is
+- **Steady state** (:meth:`Session.walk`), for drivers made of independent walkers
+  (random search; basin and minima hopping): the relaxation is one stream
+  (:func:`jcsp.relax.driver.relax_stream`) of ``population`` slots, and each finished
+  structure is turned into its walker's next candidate, which takes the freed slot at
+  the next segment boundary. No slot waits for the slowest structure of a batch, which
+  matters on a GPU, where a batch holds thousands of structures.
+- **Generations** (:meth:`Session.evaluate`), for drivers that need a whole generation
+  before they can propose the next (GA, PSO, annealing): one :func:`jcsp.relax` call per
+  generation, with a fixed batch shape so one compilation serves the whole run.
+
+Every candidate first passes :func:`jcsp.search.repair.repair` (atoms closer than 0.6 x
+the sum of their covalent radii pushed apart, flat cells rejected): a search never dies
+on a structure it made; what cannot be repaired is discarded and counted
+(:attr:`SearchResult.n_discarded`), a relaxation that fails is recorded as failed.
+
+The population (slots) defaults to 16 on a CPU and to enough structures to fill an
+accelerator (:func:`jcsp.search.config.device_population`). Host work per relaxation
+is kept small: database rows are committed together at most every
+:data:`FLUSH_SECONDS`, fingerprints of a few structures reuse compiled programs, and
+``experiments/bench_search_throughput.py`` measures what a search costs over bare
+:func:`jcsp.relax` on the same structures.
+
+Resume. Generations are exact by construction: the random numbers of generation ``g``
+come from ``numpy.random.default_rng([seed, g])`` and each structure's uid is
 ``make_uid(seed, driver, g, index)``. A restarted search replays the generations from
-the start; a generation whose structures are all in the database is read back instead of
-relaxed, one that was cut short by a kill is relaxed again with the same batch and only
-its missing rows are written. Drivers therefore see the same structures in the same
-order, and the archive, the final ranking and the best structure equal those of an
-uninterrupted run.
+the start; a generation whose structures are all in the database is read back instead
+of relaxed, one that was cut short by a kill is relaxed again with the same batch and
+only its missing rows are written; the archive, ranking and best structure equal those
+of an uninterrupted run. Walkers draw from ``default_rng([seed, walker, step])`` and
+their structures are ``make_uid(seed, driver, step, walker)``: a restarted walk reads
+every stored structure back (none is relaxed twice) and each walker follows the same
+trajectory, but read-back structures come back first, so the global completion order
+(``history``, ``found_at``) and how far each walker gets within the budget may differ
+from an uninterrupted run.
 
 Example:
   >>> lj = jcsp.potentials.LennardJones(1.0, 1.0, None)
@@ -29,12 +53,14 @@ import collections
 import csv
 import dataclasses
 import math
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
@@ -62,6 +88,19 @@ HEADROOM = 1.5
 #: disk sync), which per finished structure would cost a small search most of its
 #: time; a kill loses at most this much work, which the resumed search redoes.
 FLUSH_SECONDS = 2.0
+#: :meth:`Session.walk` overlaps its host work (recording, the walkers' next candidates)
+#: with the relaxation of the other slots (:func:`jcsp.relax.driver.relax_stream`'s
+#: ``overlap``): None chooses: on for accelerators, where the host is free while the
+#: device computes, and on CPUs when the process may use more than one core; off on a
+#: single core, where host and relaxation take turns anyway (measured in
+#: ``experiments/results/search_throughput*.json``).
+OVERLAP: bool | None = None
+
+
+def _overlap() -> bool:
+    if OVERLAP is not None:
+        return bool(OVERLAP)
+    return jax.default_backend() != "cpu" or len(os.sched_getaffinity(0)) > 1
 
 
 @dataclasses.dataclass
@@ -407,9 +446,12 @@ class Session:
 
         n_finished = [0]
         stats: dict = {}
+        overlap = _overlap()
         stream = relax_stream(feed, self.potential, fmax=self.config.fmax,
                               pressure=self.config.pressure, max_steps=self.config.max_steps,
-                              batch_size=self.population, headroom=HEADROOM, stats=stats)
+                              batch_size=self.population, headroom=HEADROOM, stats=stats,
+                              overlap=overlap)
+        self.overlapped = overlap
         try:
             for key, atoms in stream:
                 if stopped:
