@@ -199,3 +199,13 @@ def test_fresh_proposals_only_by_default_with_symmetric_cluster_starts():
 def ops_min_distance(atoms):
     d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
     return d[np.triu_indices(len(atoms), 1)].min()
+
+
+def test_minima_hopping_fresh_share_follows_the_starts():
+    from jcsp.search.drivers import minima
+
+    session, _ = _session()
+    assert minima.Hoppers(session, minima.Config(), 1).fresh == 0.0
+    sym = SearchConfig.from_keywords("LJ13", algorithm="minima", budget=8, cluster=True,
+                                     population=8)
+    assert minima.Hoppers(Session(sym, LJ), sym.driver_config, 1).fresh == basin.FRESH

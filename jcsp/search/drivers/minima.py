@@ -16,7 +16,8 @@ and a new minimum is accepted when ``H_new < H_current + E_diff``, after which
 the walkers moving into new funnels without being trapped or boiling away. Each walker's
 temperature and threshold start at ``temperature`` and ``e_diff`` times the |enthalpy
 per atom| of its own relaxed start; a walker whose start failed starts again from a
-random structure.
+random structure. With symmetric cluster starts a share ``fresh`` of the candidates are
+fresh random structures, as in :mod:`.basin`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ase.data import atomic_masses
 
 from ...settings import Settings, setting
 from .anneal import langevin, time_step
+from .basin import FRESH
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Config(Settings):
       md_steps: MD steps of each escape.
       beta1, beta2, beta3: temperature factors (same minimum, old minimum, new minimum).
       alpha1, alpha2: threshold factors (accepted, rejected).
+      fresh: chance that a walker's next candidate is a fresh random structure instead
+        of an escape (judged by the same rules); default :data:`.basin.FRESH` for
+        clusters with symmetric starts, 0 otherwise (see :mod:`.basin`).
     """
 
     temperature: float = setting(0.08, gt=0)
@@ -52,6 +57,7 @@ class Config(Settings):
     beta3: float = setting(1 / 1.05, gt=0, lt=1)
     alpha1: float = setting(1 / 1.02, gt=0, lt=1)
     alpha2: float = setting(1.02, gt=1)
+    fresh: float | None = setting(None, optional=True, ge=0, le=1)
 
 
 class Hoppers:
@@ -68,6 +74,8 @@ class Hoppers:
         self.kt = np.full(n, math.nan)
         self.e_diff = np.full(n, math.nan)
         self.dt = np.full(n, math.nan)
+        symmetric = session.cluster and session.point_groups is not None
+        self.fresh = config.fresh if config.fresh is not None else (FRESH if symmetric else 0.0)
         self.visited: list[set] = [set() for _ in range(n)]  # each walker's own minima
 
     def update(self, w: int, relaxed: Atoms) -> None:
@@ -126,7 +134,8 @@ def run(session, config: Config) -> None:
             rng = session.walker_rng(w)
             if relaxed is not None:
                 hoppers.update(w, relaxed)
-            if hoppers.atoms[w] is None:  # no minimum yet (or a failed start)
+            if hoppers.atoms[w] is None or (hoppers.fresh > 0
+                                            and rng.uniform() < hoppers.fresh):
                 out.append((session.random_structures(1, rng)[0], []))
             else:
                 out.append((hoppers.escape(w, rng), [hoppers.atoms[w].info["uid"]]))
