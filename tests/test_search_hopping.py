@@ -209,3 +209,25 @@ def test_minima_hopping_fresh_share_follows_the_starts():
     sym = SearchConfig.from_keywords("LJ13", algorithm="minima", budget=8, cluster=True,
                                      population=8)
     assert minima.Hoppers(Session(sym, LJ), sym.driver_config, 1).fresh == basin.FRESH
+
+
+@pytest.mark.parametrize("algorithm", ["basin", "minima", "anneal"])
+def test_hopping_drivers_take_the_searchs_named_moves(algorithm, monkeypatch):
+    """moves={"rattle": 1.0}: every proposal made from a parent is the named move."""
+    from jcsp.search import moves
+
+    calls = []
+    rattle = moves.MOVES["rattle"]
+
+    def counting(session, atoms, rng):
+        calls.append(atoms.info["uid"])
+        return rattle(session, atoms, rng)
+
+    monkeypatch.setitem(moves.MOVES, "rattle", counting)
+    res = jcsp.search("LJ7", LJ, algorithm=algorithm, budget=24, cluster=True, seed=0,
+                      population=4, cluster_symmetry=None, moves={"rattle": 1.0})
+    assert res.n_relaxations == 24
+    made = [a for a in res.structures if a.info.get("parents")]
+    assert made and all(p in calls for a in made for p in a.info["parents"])
+    if algorithm != "anneal":  # walkers: every candidate after the 4 starts
+        assert len(calls) >= 20

@@ -194,9 +194,12 @@ def run(session, config: Config) -> None:
         ratio = (config.t_end * scale / hot)[:, None]
         frac = np.linspace(0.0, 1.0, config.steps)[None, :]
         kt = hot[:, None] * ratio ** frac  # [n, steps]
+        # the search's named moves (Session.special_move) replace some re-anneals
+        annealed = [session.special_move(starts[k], rng) if k < n_best else None
+                    for k in range(n)]
         # one schedule per batch: re-annealed and fresh runs are batched separately
-        annealed = [None] * n
-        for members in ([k for k in range(n) if k < n_best], [k for k in range(n) if k >= n_best]):
+        for members in ([k for k in range(n) if k < n_best and annealed[k] is None],
+                        [k for k in range(n) if k >= n_best]):
             if members:
                 out, _ = langevin(session.potential, [starts[k] for k in members],
                                   kt[members[0]], dt=dt, friction=config.friction / dt,

@@ -138,7 +138,10 @@ def run(session, config: Config) -> None:
                                             and rng.uniform() < hoppers.fresh):
                 out.append((session.random_structures(1, rng)[0], []))
             else:
-                out.append((hoppers.escape(w, rng), [hoppers.atoms[w].info["uid"]]))
+                parent = hoppers.atoms[w]
+                special = session.special_move(parent, rng)  # the search's named moves
+                out.append((special if special is not None else hoppers.escape(w, rng),
+                            [parent.info["uid"]]))
         return out
 
     session.walk(len(hoppers.atoms), advance)
