@@ -131,20 +131,16 @@ def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> Nei
     s = shifts.shape[0]
     periodic = jnp.asarray(pbc, bool)
     valid, floor = _candidates(spec.cutoff, shifts, frac, cell, mask, periodic)
-    # Compaction without scatter: running counts by two small triangular matmuls
-    # (within a shift block over j, then over blocks; float32 counts are exact), then
-    # slot q's block is the number of blocks whose running count is <= q, and its j
-    # the number of candidates in that block whose running count is <= q's rank there.
-    hits = valid.astype(jnp.float32)
-    inner = hits @ jnp.triu(jnp.ones((n, n), jnp.float32))  # [N, S, N] inclusive
-    per_block = inner[:, :, -1]  # [N, S]
-    running = per_block @ jnp.triu(jnp.ones((s, s), jnp.float32))  # [N, S] inclusive
-    counts = running[:, -1].astype(jnp.int32)
-    q = jnp.arange(k, dtype=jnp.float32)
-    block = jnp.minimum(jnp.sum(running[:, :, None] <= q[None, None, :], axis=1), s - 1)
-    rank = q[None, :] - jnp.take_along_axis(running - per_block, block, axis=1)
-    row = jnp.take_along_axis(inner, block[:, :, None], axis=1)  # [N, K, N]
-    j = jnp.minimum(jnp.sum(row <= rank[:, :, None], axis=-1), n - 1).astype(jnp.int32)
+    # Compaction: running count of the candidates of each atom in (shift, j) order, and
+    # slot q holds the first candidate whose running count exceeds q (a binary search per
+    # slot: O(K log(S N)) per atom, no scatter, no work that grows with S^2 or S K).
+    running = jnp.cumsum(valid.reshape(n, s * n).astype(jnp.int32), axis=1)  # inclusive
+    counts = running[:, -1] if s * n else jnp.zeros((n,), jnp.int32)
+    q = jnp.arange(k, dtype=jnp.int32)
+    flat = jax.vmap(lambda row: jnp.searchsorted(row, q, side="right", method="scan"))(running)
+    flat = jnp.minimum(flat, s * n - 1)
+    block = flat // n
+    j = (flat % n).astype(jnp.int32)
     filled = jnp.arange(k)[None, :] < jnp.minimum(counts, k)[:, None]
     self_idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], (n, k))
     idx = jnp.where(filled, j, self_idx)

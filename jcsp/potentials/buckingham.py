@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from ase.data import chemical_symbols
@@ -189,26 +190,45 @@ class BuckinghamCoulomb(Potential):
 
     def energies(self, params, graph: Graph):
         t = self.type_index(graph.species)
-        charges = params["charge"][t]
-        ti = t[:, None]
-        tj = t[graph.nbr_idx]
-        a = params["A"][ti, tj]
-        rho = params["rho"][ti, tj]
-        c = params["C"][ti, tj]
+        n_types = len(self.species)
+        charge = params["charge"]
+        # Per-pair parameters by pair type: one small one-hot matrix product instead of a
+        # gather per parameter (gathers, and the scatters of their gradients, are slow on
+        # CPUs); exact, since each row picks one value.
+        columns = [params["A"], 1.0 / params["rho"], params["C"],
+                   charge[:, None] * charge[None, :]]
+        if self._buck_cut:
+            columns.append(params["buck_cutoff"])
+        if self._lennard:
+            columns += [params["lennard_A"], params["lennard_B"]]
+            if self._lennard_cut:
+                columns.append(params["lennard_cutoff"])
+        table = jnp.stack([jnp.reshape(x, (-1,)) for x in columns], axis=-1)  # [T T, P]
+        kind = t[:, None] * n_types + t[graph.nbr_idx]  # [N, K] pair type
+        one_hot = (kind[..., None] == jnp.arange(n_types * n_types)).astype(table.dtype)
+        values = jnp.einsum("nkt,tp->nkp", one_hot, table,
+                            precision=jax.lax.Precision.HIGHEST)
+        a, inv_rho, c, qq = (values[..., k] for k in range(4))
+
         r = safe_norm(graph.nbr_vec, graph.nbr_mask)
         edge = graph.nbr_mask & (r < self.cutoff)
         r = jnp.where(edge, r, 1.0)
         inv6 = 1.0 / r**6
-        pair = a * jnp.exp(-r / rho) - c * inv6
+        pair = a * jnp.exp(-r * inv_rho) - c * inv6
+        k = 4
         if self._buck_cut:
-            pair = jnp.where(r < params["buck_cutoff"][ti, tj], pair, 0.0)
+            pair = jnp.where(r < values[..., k], pair, 0.0)
+            k += 1
         if self._lennard:
-            lj = (params["lennard_A"][ti, tj] * inv6 - params["lennard_B"][ti, tj]) * inv6
+            lj = (values[..., k] * inv6 - values[..., k + 1]) * inv6
             if self._lennard_cut:
-                lj = jnp.where(r < params["lennard_cutoff"][ti, tj], lj, 0.0)
+                lj = jnp.where(r < values[..., k + 2], lj, 0.0)
             pair = pair + lj
+        # The real-space Ewald term rides on the same pass over the edges.
+        pair = pair + ewald.screened_coulomb(r, qq, self.ewald.alpha)
         e_pair = 0.5 * jnp.sum(jnp.where(edge, pair, 0.0), axis=-1)
-        return e_pair + ewald.ewald_energies(graph, charges, self.ewald)
+        charges = jnp.where(graph.mask, charge[t], 0.0)
+        return e_pair + ewald.long_range_energies(graph, charges, self.ewald)
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]
