@@ -88,6 +88,7 @@ VARIANTS = {
     "bh-scipy": (None, {}, {}),                   # the baseline (clusters only)
     "basin": ("basin", {}, {}),
     "basin-all": ("basin", {"move": "all"}, {}),  # displacements only
+    "basin-mixed": ("basin", {"move": "mixed"}, {}),  # with surface moves (crystals too)
     "random": ("random", {}, {}),
     "ga": ("ga", {}, {}),
     "pso": ("pso", {}, {}),
