@@ -14,15 +14,20 @@ is the cost of everything a search adds: making candidates (random structures), 
 recording (database, fingerprints, spglib, archive) and the steady-state bookkeeping,
 the slots the walk leaves idle, and the fixed cost of a ``jcsp.search`` call (settings,
 database, output files and plots). ``ratio_loop`` counts only the search loop
-(``Session.walk``), which is what a long search approaches. The search's host time is broken down by wrapping
-those functions with timers. Each timed pair runs ``--repeats`` times (best kept).
+(``Session.walk``), which is what a long search approaches. The search's host time is
+broken down by wrapping those functions with timers. Search and relax alternate
+``--repeats`` times; each keeps its best time (the machine is shared).
 
 Systems: ``lj13`` (13-atom Lennard-Jones clusters, all pairs) and ``si8`` (8-atom
 Stillinger-Weber silicon crystals, cell relaxed).
 
-Run:   taskset -c 0 python experiments/bench_search_throughput.py
-       (--quick: populations 16 and 64, small budgets, a minute)
-Record: experiments/results/search_throughput.json
+Run:   taskset -c 0 python experiments/bench_search_throughput.py --systems lj13
+         (one core: Session.walk does not overlap; record search_throughput.json)
+       python experiments/bench_search_throughput.py --systems lj13 \
+         --record experiments/results/search_throughput_2cores.json   (two cores: overlap)
+       taskset -c 0 python experiments/bench_search_throughput.py --systems si8 \
+         --populations 16 --repeats 2 --record experiments/results/search_throughput_si8.json
+       (--quick: populations 16 and 64, small budgets, a minute, no record)
 """
 
 from __future__ import annotations
@@ -201,7 +206,8 @@ def measure(system, population, budget, repeats, seed, tmp):
                 relax_per_second=best["n_fed"] / best["relax_seconds"])
     best["ratio"] = best["search_per_second"] / best["relax_per_second"]
     best["ratio_loop"] = (n / best["walk_seconds"]) / best["relax_per_second"]
-    best["ratio_cpu"] = (n / best["search_cpu_seconds"]) / (best["n_fed"] / best["relax_cpu_seconds"])
+    best["ratio_cpu"] = ((n / best["search_cpu_seconds"])
+                         / (best["n_fed"] / best["relax_cpu_seconds"]))
     print(f"  -> ratio {best['ratio']:.3f} (loop {best['ratio_loop']:.3f}, cpu "
           f"{best['ratio_cpu']:.3f})", flush=True)
     return best

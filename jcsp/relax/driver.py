@@ -871,6 +871,6 @@ def _harvest(slots, finished, sources, pbc) -> list[Atoms]:
     return out
 
 
-__all__ = ["relax", "relax_stream", "screen", "ADVICE", "FireConfig", "LBFGSConfig", "MAX_FORCE", "MIN_VOLUME_PER_ATOM",
-           "MAX_VOLUME_RATIO", "REASONS", "Slots"]
+__all__ = ["relax", "relax_stream", "screen", "ADVICE", "FireConfig", "LBFGSConfig", "MAX_FORCE",
+           "MIN_VOLUME_PER_ATOM", "MAX_VOLUME_RATIO", "REASONS", "Slots"]
 

@@ -1,10 +1,10 @@
 """Every relaxed structure of a search in an ASE SQLite database, as it is produced
 (host side).
 
-A search writes the relaxed structures of each batch (:func:`write_structures`) the
-moment it has them, in one committed SQLite transaction, each under a ``uid`` that
-names where it came from (:func:`make_uid`: run seed, driver, generation, index). A search killed at any
-moment, even by SIGKILL, leaves a database that holds every structure committed before
+A search writes its relaxed structures in batches (:func:`write_structures`), each batch
+in one committed SQLite transaction (at most every ``jcsp.search.run.FLUSH_SECONDS``),
+each structure under a ``uid`` that names where it came from (:func:`make_uid`: run
+seed, driver, generation, index). A search killed at any moment, even by SIGKILL, leaves a database that holds every structure committed before
 the kill, each exactly once; the restarted search reads them back (:func:`read_all`),
 skips the work whose uids are already there (:func:`has`, :func:`written_uids`) and
 never writes a row twice.
@@ -360,5 +360,5 @@ def read_all(db, *, with_fingerprints: bool = False) -> list[Atoms]:
     return out
 
 
-__all__ = ["open_run", "run_config", "write_structure", "write_structures", "has", "written_uids", "read_all",
-           "make_uid", "ResumeError", "RUN_KEY"]
+__all__ = ["open_run", "run_config", "write_structure", "write_structures", "has", "written_uids",
+           "read_all", "make_uid", "ResumeError", "RUN_KEY"]

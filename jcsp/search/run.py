@@ -157,8 +157,10 @@ class SearchResult:
 class Session:
     """One search run: candidate generation, batched relaxation, database, archive.
 
-    Drivers use :meth:`rng`, :meth:`generations`, :meth:`first_generation`,
-    :meth:`random_structures`, :meth:`evaluate`, :meth:`atom_energies`,
+    Drivers use :meth:`walk` and :meth:`walker_rng` (independent walkers, steady
+    state) or :meth:`rng`, :meth:`generations`, :meth:`first_generation` and
+    :meth:`evaluate` (whole generations), and :meth:`random_structures`,
+    :meth:`special_move`, :meth:`atom_energies`,
     :meth:`fitness`, :meth:`energy_scale`, :attr:`remaining`, :attr:`done`,
     :attr:`archive`, :attr:`potential`, :attr:`population`, :attr:`counts`,
     :attr:`symbols`, :attr:`cluster` and :attr:`length`; everything else is bookkeeping.
@@ -336,9 +338,9 @@ class Session:
 
         Resume: a rerun with the same ``out`` reads back every stored structure instead
         of relaxing it (new candidates are limited to what the stored ones leave of the
-        budget, so all of them are reached). Each walker's trajectory (its candidates, their uids and
-        results) depends only on the seed, the walker and its own results, so it is the
-        same after a resume, provided ``advance`` reads no state shared between walkers
+        budget, so all of them are reached). Each walker's trajectory (its candidates,
+        their uids and results) depends only on the seed, the walker and its own
+        results, so it is the same after a resume, provided ``advance`` reads no state shared between walkers
         (the archive); the global completion order (``history``, ``found_at``) may then
         differ from an uninterrupted run, since read-back structures come back first.
         """
@@ -451,7 +453,6 @@ class Session:
                               pressure=self.config.pressure, max_steps=self.config.max_steps,
                               batch_size=self.population, headroom=HEADROOM, stats=stats,
                               overlap=overlap)
-        self.overlapped = overlap
         try:
             for key, atoms in stream:
                 if stopped:
