@@ -73,10 +73,14 @@ TEMPERATURE = 0.3
 
 #: Default share of fresh random proposals when clusters start with point-group symmetry:
 #: a random symmetric LJ38 relaxes straight into the truncated octahedron about once in
-#: 50 (3 of 160, from Td and O starts), which walkers from the icosahedral funnel
-#: seldom reach (LJ38, symmetric starts, seed 0: trapped at -173.2524 epsilon within
-#: 1500 relaxations without them, also with a 0.1 share of symmetrize moves).
-FRESH = 0.1
+#: 50 (3 of 160, Td and O starts, record search_validation_starts.json), which walkers
+#: in the icosahedral funnel seldom reach (LJ38, symmetric starts, seed 0: trapped at
+#: -173.2524 epsilon within 1500 relaxations without them, also with a 0.1 share of
+#: symmetrize moves). A share of 0.1 slowed LJ45 (first hits 1286, miss, 1040 at seeds
+#: 0-2, search_validation_symmetric.json; 719, 928, 867 without them in an unrecorded
+#: probe), 0.05 keeps LJ38 (record
+#: search_validation_symmetric_basin.json).
+FRESH = 0.05
 
 
 @dataclass(frozen=True)
