@@ -1,15 +1,18 @@
-"""Repacking the slow tail of a wide batch changes no result."""
+"""Repacking the slow tail of a wide vmapped batch changes no result (the vmapped schedule
+of accelerators; the serial schedule of CPUs never repacks, since its idle slots cost
+nothing)."""
 
 import numpy as np
 from ase.build import bulk
 
 import jcsp
-from jcsp.relax import driver
+from jcsp.relax import driver, kernel
 
 POT = jcsp.potentials.LennardJones(0.0104, 3.4, 6.0, truncation="smooth")
 
 
 def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
+    monkeypatch.setattr(kernel, "serial_schedule", lambda: False)
     rng = np.random.default_rng(0)
     structures = []
     for k in range(70):
@@ -18,11 +21,11 @@ def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
         structures.append(a)
     opts = dict(fmax=1e-4, max_steps=400, progress=False, batch_size=64)
     widths = []
-    kernel = driver._kernel
+    build = driver._kernel
 
     def spy(potential, capacity, batch, *args):
         widths.append(batch)
-        return kernel(potential, capacity, batch, *args)
+        return build(potential, capacity, batch, *args)
 
     monkeypatch.setattr(driver, "_kernel", spy)
     packed = jcsp.relax(structures, POT, **opts)
@@ -36,3 +39,25 @@ def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
         assert a.info["converged"] == b.info["converged"]
         np.testing.assert_allclose(a.info["enthalpy"], b.info["enthalpy"], rtol=0, atol=1e-12)
         np.testing.assert_allclose(a.cell[:], b.cell[:], atol=1e-10)
+
+
+def test_the_serial_schedule_never_repacks(monkeypatch):
+    monkeypatch.setattr(kernel, "serial_schedule", lambda: True)
+    rng = np.random.default_rng(1)
+    structures = []
+    for k in range(66):
+        a = bulk("Ar", "fcc", a=5.3)
+        a.set_cell(a.cell[:] @ (np.eye(3) + 0.08 * rng.normal(size=(3, 3))), scale_atoms=True)
+        structures.append(a)
+    widths = []
+    build = driver._kernel
+
+    def spy(potential, capacity, batch, *args):
+        widths.append(batch)
+        return build(potential, capacity, batch, *args)
+
+    monkeypatch.setattr(driver, "_kernel", spy)
+    pot = jcsp.potentials.LennardJones(0.0104, 3.4, 6.0, truncation="smooth")  # own caches
+    out = jcsp.relax(structures, pot, fmax=1e-4, max_steps=400, progress=False, batch_size=64)
+    assert set(widths) == {64}
+    assert all(a.info["converged"] for a in out)

@@ -76,6 +76,7 @@ Array = jax.Array
 
 from .kernel import (MAX_FORCE, MAX_VOLUME_RATIO, MIN_VOLUME_PER_ATOM, REASONS,  # noqa: F401
                      TRACE_COUNTS, Kernel, Slots, _build_kernel)
+from . import kernel as kernel_module
 
 #: Atoms per batch the automatic batch size aims for.
 TARGET_ATOMS = 4096
@@ -549,10 +550,12 @@ class _Bucket:
 
     def shrink(self) -> None:
         """With nothing left to load and at most a quarter of a wide batch busy, repack
-        the slow tail into a narrower batch (its own compiled shape, cached)."""
+        the slow tail into a narrower batch (its own compiled shape, cached). Not with
+        the serial schedule of CPUs (:func:`.kernel.serial_schedule`), where idle slots
+        cost nothing and a narrower batch would only cost a compilation."""
         occupied = np.nonzero(self.holder >= 0)[0]
         batch = self.batch
-        if batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
+        if not kernel_module.serial_schedule() and batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
             narrow = max(MIN_SHRINK // 4, 1 << int(np.ceil(np.log2(2 * occupied.size))))
             keep = np.concatenate([occupied, np.nonzero(self.holder < 0)[0]])[:narrow]
             self.slots = jax.tree_util.tree_map(lambda x: x[keep], self.slots)
@@ -562,8 +565,11 @@ class _Bucket:
 
     def tail_target(self) -> int:
         """``free_target`` of a segment when nothing is waiting to be loaded: run to the
-        end, or (wide batches) until three quarters of the slots are free."""
-        return self.batch - self.batch // 4 if self.batch >= MIN_SHRINK else self.batch + 1
+        end, or (wide vmapped batches, which :meth:`shrink` repacks) until three quarters
+        of the slots are free."""
+        if self.batch >= MIN_SHRINK and not kernel_module.serial_schedule():
+            return self.batch - self.batch // 4
+        return self.batch + 1
 
 
 def _bucket_capacity(job: _Job, pbc, n_max, pop) -> Capacity:
