@@ -347,6 +347,7 @@ SEARCH_FLAGS = {
     "population": (None, "B", "structures per generation = relaxation batch"),
     "fmax": (None, "EV_PER_A", "relaxation force criterion, eV/Å"),
     "max_steps": (None, "N", "relaxation steps per structure"),
+    "optimizer": (None, None, "relaxation optimizer (lbfgs: fewer steps on oxides)"),
     "target": (None, "EV_PER_ATOM", "stop once the best enthalpy per atom reaches this"),
     "moves": (None, "NAME=P,...", "extra moves for any driver with their probabilities, "
                                   "e.g. surface=0.2,strain=0.1 (see docs/search.md)"),

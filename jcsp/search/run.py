@@ -451,6 +451,7 @@ class Session:
         overlap = _overlap()
         stream = relax_stream(feed, self.potential, fmax=self.config.fmax,
                               pressure=self.config.pressure, max_steps=self.config.max_steps,
+                              optimizer=self.config.optimizer,
                               batch_size=self.population, headroom=HEADROOM, stats=stats,
                               overlap=overlap)
         try:
@@ -555,6 +556,7 @@ class Session:
         """One batched relaxation of prepared candidates, failures flagged."""
         relaxed = relax(list(candidates), self.potential, fmax=self.config.fmax,
                         pressure=self.config.pressure, max_steps=self.config.max_steps,
+                        optimizer=self.config.optimizer,
                         batch_size=self.population, headroom=HEADROOM)
         self.n_batches += 1
         self.slots_used += len(candidates)
