@@ -26,7 +26,7 @@ Lyakhov, Oganov, Stokes & Zhu, CPC 184, 1172 (2013)), so children keep a parent'
 symmetry. A search's ``moves`` setting (:meth:`jcsp.search.run.Session.special_move`)
 may replace any mutation by one of the named moves, applied to the same parent.
 
-Fitness is the enthalpy per atom. Children that put atoms closer than 0.7 bond lengths
+Fitness is the enthalpy per atom. Children that put atoms closer than half a bond length
 (:data:`.operators.MIN_SEPARATION`) are redrawn (at most ``tries`` times, then replaced by a random structure).
 """
 

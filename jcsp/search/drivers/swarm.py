@@ -14,7 +14,7 @@ generations (not over the budget, so extending a run does not change its past) a
 the particle and the global best. The worst ``reseed`` fraction of the particles is
 replaced by fresh random symmetric structures (with their velocities zeroed), which
 keeps the swarm from collapsing. Atoms are matched by index; a moved structure that
-puts atoms closer than 0.7 bond lengths (:data:`.operators.MIN_SEPARATION`) becomes a
+puts atoms closer than half a bond length (:data:`.operators.MIN_SEPARATION`) becomes a
 random structure too. A search's
 ``moves`` setting (:meth:`jcsp.search.run.Session.special_move`) may replace a
 particle's flight by one of the named moves applied to its current structure (its
