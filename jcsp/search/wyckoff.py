@@ -98,10 +98,7 @@ def _wrap_delta(d):
 def orbit(x, rot, trans, tol: float = TOL) -> np.ndarray:
     """[m, 3] distinct images of point ``x`` in [0, 1)."""
     pts = (np.einsum("mij,j->mi", rot, x) + trans) % 1.0
-    keys = np.round(pts / tol).astype(np.int64) % int(round(1 / tol))
-    _, first = np.unique(keys, axis=0, return_index=True)
-    pts = pts[np.sort(first)]
-    if len(pts) > 1:  # points straddling a rounding boundary: merge by distance
+    if len(pts) > 1:  # the first of each group of images within 10 tol (periodic)
         d = np.abs(_wrap_delta(pts[:, None] - pts[None]))
         dup = np.triu(np.all(d < 10 * tol, axis=-1), 1).any(axis=0)
         pts = pts[~dup]
