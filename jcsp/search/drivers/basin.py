@@ -247,7 +247,7 @@ class Walkers:
         if source is None:
             self.atoms[w], self.h[w], self.best[w] = None, math.inf, math.inf
         else:
-            self.atoms[w], self.h[w] = source, _enthalpy(source)
+            self.atoms[w], self.h[w] = source, enthalpy(source)
             self.best[w] = self.h[w]
 
     def propose(self, w: int, rng: np.random.Generator) -> Atoms:
@@ -279,7 +279,7 @@ class Walkers:
         displacement moves (:attr:`displaced`). A walker without a structure takes its first
         successful one as it is, and its temperature, unless set, becomes
         :data:`TEMPERATURE` x |enthalpy per atom| of that start."""
-        new = _enthalpy(relaxed)
+        new = enthalpy(relaxed)
         if self.atoms[w] is None:
             if math.isfinite(new):
                 self.atoms[w], self.h[w], self.best[w], self.stale[w] = relaxed, new, new, 0
@@ -301,8 +301,9 @@ class Walkers:
         return took
 
 
-def _enthalpy(atoms: Atoms) -> float:
-    """Enthalpy per structure (eV), +inf for failed relaxations."""
+def enthalpy(atoms: Atoms) -> float:
+    """Enthalpy per structure (eV), +inf for failed relaxations (also used by minima
+    hopping)."""
     h = atoms.info.get("enthalpy", math.nan)
     return math.inf if atoms.info.get("failed") or not math.isfinite(h) else float(h)
 

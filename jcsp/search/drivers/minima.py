@@ -31,7 +31,7 @@ from ase.data import atomic_masses
 
 from ...settings import Settings, setting
 from .anneal import langevin, time_step
-from .basin import FRESH
+from .basin import FRESH, enthalpy
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Hoppers:
     def update(self, w: int, relaxed: Atoms) -> None:
         """Goedecker's feedback on walker ``w``'s relaxed escape."""
         c = self.config
-        new = _enthalpy(relaxed)
+        new = enthalpy(relaxed)
         entry = relaxed.info.get("entry")
         if self.atoms[w] is None:  # a start: taken as it is; sets the walker's scale
             if math.isfinite(new):
@@ -115,12 +115,6 @@ class Hoppers:
                                  np.zeros(self.config.md_steps), dt=float(self.dt[w]),
                                  friction=0.0, rng=rng, velocities=vel[None])
         return escaped
-
-
-def _enthalpy(atoms: Atoms) -> float:
-    """Enthalpy per structure (eV), +inf for failed relaxations."""
-    h = atoms.info.get("enthalpy", math.nan)
-    return math.inf if atoms.info.get("failed") or not math.isfinite(h) else float(h)
 
 
 def run(session, config: Config) -> None:
