@@ -1,6 +1,6 @@
 """The search pipeline: streaming relaxation, steady-state walkers, candidate repair.
 
-- :func:`jcsp.relax.driver.relax_stream` gives every structure the numbers
+- :func:`jcsp.relax.stream.relax_stream` gives every structure the numbers
   :func:`jcsp.relax` gives it with the same batch size, bit for bit, whatever the
   order and timing in which structures arrive (a slot's numbers never depend on the
   other slots), with no extra compilation, and flags invalid inputs as relax does.
@@ -19,7 +19,7 @@ from ase.build import bulk
 import jcsp
 from jcsp.potentials import LennardJones
 from jcsp.relax import driver
-from jcsp.relax.driver import relax_stream
+from jcsp.relax.stream import relax_stream
 from jcsp.search.generate import random_clusters
 
 LJ = LennardJones(1.0, 1.0, None)

@@ -3,12 +3,14 @@
 - :mod:`.cell_filter`: the cell as a coordinate transform (ASE ``FrechetCellFilter``).
 - :mod:`.fire`, :mod:`.lbfgs`: optimizers as pure ``init``/``step`` functions.
 - :mod:`.driver`: ``relax``, the host-side streaming batch driver.
+- :mod:`.stream`: ``relax_stream``, structures relaxed as a search makes them.
 """
 
 from . import cell_filter
 from .driver import relax
 from .fire import FireConfig, FireState, Optimizer, fire
 from .lbfgs import LBFGSConfig, LBFGSState, lbfgs
+from .stream import relax_stream
 
-__all__ = ["relax", "fire", "lbfgs", "FireConfig", "LBFGSConfig", "FireState", "LBFGSState",
+__all__ = ["relax", "relax_stream", "fire", "lbfgs", "FireConfig", "LBFGSConfig", "FireState", "LBFGSState",
            "Optimizer", "cell_filter"]
