@@ -11,15 +11,19 @@ from jcsp.relax import driver, kernel
 POT = jcsp.potentials.LennardJones(0.0104, 3.4, 6.0, truncation="smooth")
 
 
-def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
-    monkeypatch.setattr(kernel, "serial_schedule", lambda: False)
-    rng = np.random.default_rng(0)
+def _argon_cells(count: int, seed: int) -> list:
+    """One-atom argon cells with random strains, so slow and fast cells mix cheaply."""
+    rng = np.random.default_rng(seed)
     structures = []
-    for k in range(70):
-        a = bulk("Ar", "fcc", a=5.3)  # one atom, so slow and fast cells mix cheaply
+    for k in range(count):
+        a = bulk("Ar", "fcc", a=5.3)
         a.set_cell(a.cell[:] @ (np.eye(3) + 0.08 * rng.normal(size=(3, 3))), scale_atoms=True)
         structures.append(a)
-    opts = dict(fmax=1e-4, max_steps=400, progress=False, batch_size=64)
+    return structures
+
+
+def _batch_widths(monkeypatch) -> list:
+    """The batch width of every kernel the driver asks for, appended as it asks."""
     widths = []
     build = driver._kernel
 
@@ -28,6 +32,14 @@ def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
         return build(potential, capacity, batch, *args)
 
     monkeypatch.setattr(driver, "_kernel", spy)
+    return widths
+
+
+def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
+    monkeypatch.setattr(kernel, "serial_schedule", lambda: False)
+    structures = _argon_cells(70, seed=0)
+    opts = dict(fmax=1e-4, max_steps=400, progress=False, batch_size=64)
+    widths = _batch_widths(monkeypatch)
     packed = jcsp.relax(structures, POT, **opts)
     assert min(widths) < 64  # the tail was repacked into a narrower batch
     monkeypatch.setattr(driver, "MIN_SHRINK", 10**9)
@@ -43,20 +55,8 @@ def test_tail_repacking_gives_the_same_relaxations(monkeypatch):
 
 def test_the_serial_schedule_never_repacks(monkeypatch):
     monkeypatch.setattr(kernel, "serial_schedule", lambda: True)
-    rng = np.random.default_rng(1)
-    structures = []
-    for k in range(66):
-        a = bulk("Ar", "fcc", a=5.3)
-        a.set_cell(a.cell[:] @ (np.eye(3) + 0.08 * rng.normal(size=(3, 3))), scale_atoms=True)
-        structures.append(a)
-    widths = []
-    build = driver._kernel
-
-    def spy(potential, capacity, batch, *args):
-        widths.append(batch)
-        return build(potential, capacity, batch, *args)
-
-    monkeypatch.setattr(driver, "_kernel", spy)
+    structures = _argon_cells(66, seed=1)
+    widths = _batch_widths(monkeypatch)
     pot = jcsp.potentials.LennardJones(0.0104, 3.4, 6.0, truncation="smooth")  # own caches
     out = jcsp.relax(structures, pot, fmax=1e-4, max_steps=400, progress=False, batch_size=64)
     assert set(widths) == {64}
