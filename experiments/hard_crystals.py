@@ -37,7 +37,6 @@ Not run in CI. Examples:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -45,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from records import write_record  # noqa: E402
+from oxide_searches import one_search  # noqa: E402
 
 import ase.io  # noqa: E402
 import jax  # noqa: E402
@@ -118,20 +118,9 @@ def run_system(name, algorithms, seeds, budget, tol, population, on_progress=Non
     for algorithm in algorithms:
         runs = []
         for seed in range(seeds):
-            start = time.perf_counter()
-            res = jcsp.search(formula, potential, algorithm=algorithm, formula_units=units,
-                              pressure=pressure, budget=budget, seed=seed,
-                              target=target + tol, volume=volume, population=population)
-            wall = time.perf_counter() - start
-            best = res.best.info["enthalpy"] / len(res.best) if res.best else math.nan
-            runs.append({"seed": seed, "first_hit": res.first_hit(target, tol=tol),
-                         "best_eV_per_atom": best, "relaxations": res.n_relaxations,
-                         "failed": res.n_failed, "wall_s": round(wall, 1),
-                         "best_spacegroup": res.best.info.get("spacegroup")
-                         if res.best else None})
-            print(f"  {algorithm:>7} seed {seed}: hit {runs[-1]['first_hit']}, best "
-                  f"{best:.5f} ({runs[-1]['best_spacegroup']}), {res.n_relaxations} "
-                  f"relaxations ({res.n_failed} failed) in {wall:.0f} s", flush=True)
+            runs.append(one_search(formula, potential, algorithm, seed, target, tol,
+                                   formula_units=units, pressure=pressure, budget=budget,
+                                   volume=volume, population=population))
             rows[algorithm] = _summary(runs)
             if on_progress is not None:
                 on_progress(_system(name, target, phases, rows))

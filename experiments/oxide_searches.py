@@ -99,6 +99,26 @@ def reference(potential, phases: dict, pressure: float) -> tuple[float, dict]:
     return min(per_atom.values()), per_atom
 
 
+def one_search(formula: str, potential, algorithm: str, seed: int, target: float,
+               tol: float, **settings) -> dict:
+    """One ``jcsp.search`` stopping within ``tol`` eV/atom of ``target``: its first hit,
+    best enthalpy per atom and space group, relaxations, failures and wall time (also
+    printed as one line)."""
+    start = time.perf_counter()
+    res = jcsp.search(formula, potential, algorithm=algorithm, seed=seed,
+                      target=target + tol, **settings)
+    wall = time.perf_counter() - start
+    best = res.best.info["enthalpy"] / len(res.best) if res.best else math.nan
+    run = {"seed": seed, "first_hit": res.first_hit(target, tol=tol),
+           "best_eV_per_atom": best, "relaxations": res.n_relaxations,
+           "failed": res.n_failed, "wall_s": round(wall, 1),
+           "best_spacegroup": res.best.info.get("spacegroup") if res.best else None}
+    print(f"  {algorithm:>7} seed {seed}: hit {run['first_hit']}, best {best:.5f} "
+          f"({run['best_spacegroup']}), {res.n_relaxations} relaxations "
+          f"({res.n_failed} failed) in {wall:.0f} s", flush=True)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
@@ -125,21 +145,9 @@ def main() -> None:
         for algorithm in args.algorithms:
             runs = []
             for seed in range(args.seeds):
-                start = time.perf_counter()
-                res = jcsp.search(formula, potential, algorithm=algorithm,
-                                  formula_units=units, pressure=pressure,
-                                  budget=args.budget, seed=seed,
-                                  target=target + args.tol, optimizer=args.optimizer)
-                wall = time.perf_counter() - start
-                best = res.best.info["enthalpy"] / len(res.best) if res.best else math.nan
-                runs.append({"seed": seed, "first_hit": res.first_hit(target, tol=args.tol),
-                             "best_eV_per_atom": best, "relaxations": res.n_relaxations,
-                             "failed": res.n_failed, "wall_s": round(wall, 1),
-                             "best_spacegroup": res.best.info.get("spacegroup")
-                             if res.best else None})
-                print(f"  {algorithm:>7} seed {seed}: hit {runs[-1]['first_hit']}, best "
-                      f"{best:.5f} ({runs[-1]['best_spacegroup']}), {res.n_relaxations} "
-                      f"relaxations ({res.n_failed} failed) in {wall:.0f} s", flush=True)
+                runs.append(one_search(formula, potential, algorithm, seed, target, args.tol,
+                                       formula_units=units, pressure=pressure,
+                                       budget=args.budget, optimizer=args.optimizer))
             hits = [r["first_hit"] for r in runs]
             found = [h for h in hits if h is not None]
             rows[algorithm] = {
