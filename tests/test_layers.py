@@ -18,7 +18,8 @@ ROOT = pathlib.Path(jcsp.__file__).parent
 #: the layers below it. ml and io sit beside the flow: ml (the learned potential, its
 #: training and data) needs the energy layers and the ASE adapter, io (files and
 #: potentials by name) also loads trained models; search writes files with io and
-#: grades structures with ml.
+#: grades structures with ml; generative (the diffusion sampler)
+#: builds on ml and feeds search.
 LAYERS = {
     "units": 0, "version": 0, "compile_cache": 0, "settings": 0,
     "structures": 1,
@@ -26,7 +27,7 @@ LAYERS = {
     "potentials": 3,
     "derivatives": 4, "capacity": 4,
     "calculator": 5, "ml": 5,
-    "relax": 6, "io": 6,
+    "relax": 6, "io": 6, "generative": 6,
     "search": 7,
     "cli": 8, "cli_ml": 8,
     "__init__": 9, "__main__": 9,
