@@ -354,6 +354,10 @@ SEARCH_FLAGS = {
     "max_grade": (None, "G", "with an ML potential: set aside relaxed structures whose "
                              "extrapolation grade (distance from the training data, in "
                              "units of the farthest training atom) exceeds G"),
+    "generator": (None, "MODEL", "generative model proposing the fresh candidates: a name "
+                                 "(perov-5) or a model directory (see docs/search.md)"),
+    "generator_share": (None, "F", "fraction of fresh candidates the generator proposes; "
+                                   "the rest stay random symmetric crystals"),
 }
 #: Settings of the command line and TOML file beyond the config's fields.
 SEARCH_RUN_KEYS = ("potential", "output")

@@ -24,7 +24,7 @@ import jax
 from ..potentials.base import Potential
 from ..relax.driver import TARGET_ATOMS
 from ..settings import Settings, setting
-from . import generate, moves as moves_table
+from . import generate, moves as moves_table, seeding
 from .drivers import DRIVERS
 
 #: The search algorithms, by name.
@@ -91,6 +91,14 @@ class SearchConfig(Settings):
         :data:`jcsp.search.moves.MOVES` (or ``"name=p,name=p"``): each proposal a driver
         makes from a parent is replaced, with that probability, by the named move of the
         same parent (see :mod:`jcsp.search.moves`). Empty by default.
+      generator: a generative model that proposes fresh candidates instead of random
+        symmetric crystals (:mod:`jcsp.search.seeding`): an object with
+        ``propose(numbers, n, *, seed)`` such as :func:`jcsp.generative.load` returns,
+        or a model name (``"perov-5"``) or checkpoint path, loaded when the search
+        starts. Crystals only. None (default): random symmetric crystals.
+      generator_share: with a generator, the fraction of fresh candidates it proposes
+        (each drawn independently); the others stay random symmetric crystals, so a
+        poor model cannot starve the search. Default 1.
     """
 
     composition: str = setting(None, kind=str)
@@ -112,6 +120,8 @@ class SearchConfig(Settings):
     max_grade: float | None = setting(3.0, optional=True, gt=0)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     moves: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    generator: Any = None
+    generator_share: float = setting(1.0, ge=0, le=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,6 +144,15 @@ class SearchConfig(Settings):
             if not all(1 <= g <= 230 for g in groups):
                 raise ValueError(f"space groups are numbered 1 to 230, got {list(groups)}")
             self._set("groups", groups)
+        if self.generator is not None:
+            seeding.check(self.generator)
+            if self.cluster:
+                raise ValueError("a generator proposes periodic crystals; a cluster search "
+                                 "cannot take one (drop generator= or cluster=True)")
+            labels = [s for s in counts if generate.species_number(s) == 0]
+            if labels:
+                raise ValueError(f"a generator proposes crystals of chemical elements; "
+                                 f"{labels[0]!r} in {self.composition!r} is not one")
         if self.cluster:
             if self.groups is not None:
                 raise ValueError("groups (space groups) apply to crystals, not clusters")
@@ -241,6 +260,10 @@ class SearchConfig(Settings):
             record["cluster_symmetry"] = list(self.point_groups)
         if potential.domain is None:
             del record["max_grade"]
+        if self.generator is None:  # likewise for runs without a generator
+            del record["generator"], record["generator_share"]
+        else:
+            record["generator"] = seeding.describe(self.generator)
         return record
 
 

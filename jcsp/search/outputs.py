@@ -29,7 +29,8 @@ class SearchResult:
       best: the lowest-enthalpy-per-atom structure, ``info`` with ``energy``,
         ``enthalpy`` (eV), ``spacegroup``, ``volume``, ``found_at`` (relaxations done when
         first found), ``hits`` and its origin (``driver``, ``generation``, ``parents``,
-        ``uid``); None when every relaxation failed.
+        ``uid``, and ``origin`` = ``"generator"`` for a generator's proposal); None
+        when every relaxation failed.
       structures: unique structures, ascending enthalpy per atom, same ``info`` keys.
       n_relaxations: relaxations counted against the budget (read back and failed ones
         included).
@@ -50,6 +51,12 @@ class SearchResult:
         fit to relax (flat cells, atoms that cannot be pushed apart, non-finite
         coordinates); stored in the database as failed with ``discarded`` set, never
         relaxed and not counted in ``n_relaxations``.
+      n_generated: relaxations of candidates a generative model proposed (the
+        search's ``generator``; their structures carry ``info["origin"]`` =
+        ``"generator"``), read-back ones included.
+      n_generator_failures: calls of the generator's ``propose`` that raised in this
+        process; their candidates were random symmetric crystals instead
+        (:mod:`jcsp.search.seeding`).
     """
 
     best: Atoms | None
@@ -64,6 +71,8 @@ class SearchResult:
     n_failed: int = 0
     n_extrapolated: int = 0
     n_discarded: int = 0
+    n_generated: int = 0
+    n_generator_failures: int = 0
 
     def first_hit(self, target: float, tol: float = 1e-4) -> int | None:
         """Relaxations (1-based) until the best enthalpy per atom first came within
@@ -97,13 +106,14 @@ def write_outputs(result: SearchResult, *, n_best: int = 10) -> list[Path]:
     with open(out / "ranking.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "uid", "enthalpy_per_atom_eV", "energy_per_atom_eV",
-                         "volume_per_atom_A3", "spacegroup", "hits", "found_at"])
+                         "volume_per_atom_A3", "spacegroup", "hits", "found_at",
+                         "origin"])
         for k, atoms in enumerate(result.structures):
             n, info = len(atoms), atoms.info
             writer.writerow([k + 1, info.get("uid", ""), info["enthalpy"] / n,
                              info["energy"] / n, info.get("volume", math.nan) / n,
                              info.get("spacegroup", "-"), info.get("hits", 1),
-                             info.get("found_at", 0)])
+                             info.get("found_at", 0), info.get("origin", "")])
     written.append(out / "ranking.csv")
     best = result.structures[:n_best]
     if best:

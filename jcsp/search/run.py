@@ -70,6 +70,7 @@ from ..relax.stream import relax_stream
 from . import database as dbm
 from . import generate
 from . import moves as moves_table
+from . import seeding
 from .archive import Archive
 from .config import ALGORITHMS, RESUMABLE_CHANGES, SearchConfig
 from .drivers import DRIVERS
@@ -155,13 +156,25 @@ class Session:
         self._warned = False
         self._unwritten: list = []  # (atoms, keywords) waiting for the next commit
         self._last_flush = time.monotonic()
+        self.n_generated = 0  # relaxations of candidates a generator proposed
+        self._proposals = None
+        if config.generator is not None:
+            self._proposals = seeding.Proposals(
+                seeding.resolve(config.generator),
+                [generate.species_number(s) for s in self.symbols], seed=config.seed,
+                size=self.population, fallback=lambda rng: self._random(1, rng)[0],
+                label=f"generator {seeding.describe(config.generator)!r}")
+        self._generation_rngs: dict[int, np.random.Generator] = {}
+        self._requests: collections.Counter = collections.Counter()  # proposals per key
         self._bar = tqdm(total=config.budget, desc=f"search ({self.driver})",
                          unit="relaxation", file=sys.stderr, disable=not progress)
 
     # --- for drivers ------------------------------------------------------------------
     def rng(self, generation: int) -> np.random.Generator:
         """The random stream of one generation (the same on every resume)."""
-        return np.random.default_rng([self.config.seed, generation])
+        rng = np.random.default_rng([self.config.seed, generation])
+        self._generation_rngs = {generation: rng}  # which generation asks for proposals
+        return rng
 
     def generations(self, start: int = 1):
         """Yield ``(generation, rng)`` from ``start`` on while the search is not
@@ -203,6 +216,66 @@ class Session:
         return True
 
     def random_structures(self, n: int, rng: np.random.Generator) -> list[Atoms]:
+        """``n`` fresh candidates of the composition: random symmetric crystals (or
+        random clusters), or, with the search's ``generator``, each with probability
+        ``generator_share`` a structure the generator proposed
+        (:mod:`jcsp.search.seeding`; ``info["origin"]`` = ``"generator"``). ``rng`` is
+        the stream of the generation (:meth:`rng`) or walker (:meth:`walker_rng`) the
+        candidates are for; it names the block of proposals they come from."""
+        if n <= 0:
+            return []
+        if self._proposals is None:
+            return self._random(n, rng)
+        share = self.config.generator_share
+        chosen = np.ones(n, bool) if share >= 1 else rng.random(n) < share
+        randoms = iter(self._random(int(n - chosen.sum()), rng))
+        return [self._proposal(rng) if c else next(randoms) for c in chosen]
+
+    def _proposal(self, rng: np.random.Generator) -> Atoms:
+        """The next generator proposal for the generation or walker step whose stream
+        is ``rng``. One whose relaxed structure is already stored (a resumed run) is a
+        placeholder, never asked of the generator: the session reads the stored one
+        back; a placeholder that has to be relaxed after all is filled in by
+        :meth:`_materialized`."""
+        size = self.population
+        walker = next((w for w, (_, r) in self._walker_rngs.items() if r is rng), None)
+        generation = next((g for g, r in self._generation_rngs.items() if r is rng), None)
+        if walker is not None:
+            step = self._walker_steps[walker]
+            c = self._requests["walk", walker, step]
+            key, index = ("walk", step, c, walker // size), walker % size
+            self._requests["walk", walker, step] += 1
+            stored = self.stored.get(dbm.make_uid(self.config.seed, self.driver, step,
+                                                  walker))
+        elif generation is not None:
+            j = self._requests["gen", generation]
+            key, index = ("gen", generation, j // size), j % size
+            self._requests["gen", generation] += 1
+            uids = [dbm.make_uid(self.config.seed, self.driver, generation, i)
+                    for i in range(min(size, max(self.remaining, 1)))]
+            stored = self.stored.get(uids[0]) if all(u in self.stored for u in uids) \
+                else None
+        else:  # a stream the session did not hand out: order of requests
+            j = self._requests["other"]
+            key, index = ("other", j // size), j % size
+            self._requests["other"] += 1
+            stored = None
+        if stored is None:
+            return self._proposals.take(key, index)
+        placeholder = Atoms(numbers=stored.numbers, positions=stored.positions,
+                            cell=stored.cell, pbc=stored.pbc)
+        placeholder.info.update(labels=list(stored.info.get("labels", self.symbols)),
+                                proposal=(key, index))
+        return placeholder
+
+    def _materialized(self, candidate: Atoms) -> Atoms:
+        """A candidate to relax: a placeholder of :meth:`_proposal` replaced by its
+        proposal, anything else as it is."""
+        if "proposal" in candidate.info and self._proposals is not None:
+            return self._proposals.take(*candidate.info["proposal"])
+        return candidate
+
+    def _random(self, n: int, rng: np.random.Generator) -> list[Atoms]:
         """``n`` random symmetric crystals (or random clusters) of the composition."""
         if n <= 0:
             return []
@@ -239,6 +312,7 @@ class Session:
             relaxed = [self.stored[u].copy() for u in uids]
             self._record(relaxed, write=False)
             return relaxed
+        candidates = [self._materialized(atoms) for atoms in candidates]
         prepared = [self._prepare(atoms) for atoms in candidates]
         todo = [k for k, (atoms, _) in enumerate(prepared) if atoms is not None]
         done = self._relax([prepared[k][0] for k in todo]) if todo else []
@@ -341,6 +415,7 @@ class Session:
                 else:  # new work: what the stored structures leave of the budget
                     if self._issued >= budget or new[0] >= budget - n_stored:
                         continue
+                    candidate = self._materialized(candidate)
                     fixed, note = self._prepare(candidate)
                     if fixed is None:
                         atoms = self._discarded(candidate, note)
@@ -435,14 +510,15 @@ class Session:
         self._mode = mode
 
     def _prepare(self, candidate: Atoms) -> tuple[Atoms | None, str]:
-        """The candidate as the relaxer gets it (only its labels and generator space
-        group kept in ``info``, clusters centred), repaired; None when it cannot be."""
+        """The candidate as the relaxer gets it (only its labels, generator space
+        group and origin kept in ``info``, clusters centred), repaired; None when it
+        cannot be."""
         fixed, note = repair(candidate)
         if fixed is None:
             return None, note
         atoms = fixed.copy()
-        atoms.info = {k: fixed.info[k] for k in ("labels", "generator_spacegroup", "repaired")
-                      if k in fixed.info}
+        atoms.info = {k: fixed.info[k] for k in ("labels", "generator_spacegroup", "repaired",
+                                                 "origin") if k in fixed.info}
         if self.cluster:
             atoms.positions -= atoms.positions.mean(0)
         return atoms, note
@@ -452,8 +528,8 @@ class Session:
         """The record of a candidate that could not be repaired (never relaxed)."""
         atoms = candidate.copy()
         nan = float("nan")
-        atoms.info = {k: candidate.info[k] for k in ("labels", "generator_spacegroup")
-                      if k in candidate.info}
+        atoms.info = {k: candidate.info[k] for k in ("labels", "generator_spacegroup",
+                                                     "origin") if k in candidate.info}
         if not np.isfinite(atoms.positions).all():
             atoms.positions = np.zeros_like(atoms.positions)  # the database needs numbers
         atoms.info.update(failed=True, discarded=True, failure_reason=note,
@@ -485,6 +561,7 @@ class Session:
             counted += 1
             self.n_relaxations += 1
             self.n_failed += bool(atoms.info["failed"])
+            self.n_generated += atoms.info.get("origin") == seeding.ORIGIN
             self.n_extrapolated += "extrapolation_grade" in atoms.info and \
                 atoms.info["extrapolation_grade"] > (self.config.max_grade or math.inf)
             self._best = min(self._best, self.fitness(atoms))
@@ -607,14 +684,17 @@ def search(composition: str | SearchConfig, potential: Potential, *,
         ``algorithm`` (default ``"random"``), ``budget`` (100 relaxations), ``pressure``
         (GPa), ``seed``, ``formula_units``, ``cluster``, ``groups``,
         ``cluster_symmetry``, ``volume``, ``population``, ``fmax``, ``max_steps``,
-        ``target``, ``max_grade`` and ``options`` (the driver's settings).
+        ``target``, ``max_grade``, ``options`` (the driver's settings), ``moves``, and
+        ``generator`` with ``generator_share`` (fresh candidates from a generative
+        model, :mod:`jcsp.search.seeding`).
 
     Returns:
       A :class:`SearchResult`.
 
     Raises:
       ValueError: an unknown setting, algorithm or option, a bad value (budget < 1,
-        ...), a composition that no Wyckoff combination of the groups can hold, a
+        ...), a generator with a cluster search, a composition that no Wyckoff
+        combination of the groups can hold, a
         potential missing a species, or (:class:`~jcsp.search.database.ResumeError`) an
         ``out`` holding another run; all raised before any relaxation.
 
@@ -646,7 +726,10 @@ def search(composition: str | SearchConfig, potential: Potential, *,
                           occupancy=(session.slot_fraction / session.n_batches
                                      if session.n_batches else math.nan),
                           n_failed=session.n_failed, n_extrapolated=session.n_extrapolated,
-                          n_discarded=session.n_discarded)
+                          n_discarded=session.n_discarded,
+                          n_generated=session.n_generated,
+                          n_generator_failures=(session._proposals.n_failures
+                                                if session._proposals else 0))
     if out is not None:
         write_outputs(result, n_best=n_best)
     return result

@@ -205,5 +205,7 @@ def run(session, config: Config) -> None:
                                   kt[members[0]], dt=dt, friction=config.friction / dt,
                                   rng=rng)
                 for k, atoms in zip(members, out):
+                    if "origin" in starts[k].info and k >= n_best:  # a generator's start
+                        atoms.info["origin"] = starts[k].info["origin"]
                     annealed[k] = atoms
         session.evaluate(generation, annealed, parents)

@@ -1,0 +1,213 @@
+"""Candidates from a generative model: the generator seam of a search (host side).
+
+A search's fresh candidates (the first generation of every driver, random search's
+structures, the immigrants of GA and PSO, the fresh starts and restarts of basin and
+minima hopping, annealing's fresh starts) all come from
+:meth:`jcsp.search.run.Session.random_structures`. With a ``generator`` set
+(:class:`~jcsp.search.config.SearchConfig`), a fraction ``generator_share`` of them is
+taken from a trained generative model instead of random symmetric crystals, then
+repaired, relaxed, stored and ranked like every other candidate. Anything with the
+method of :class:`Generator` will do; :func:`jcsp.generative.load` returns one for a
+model name (``"perov-5"``) or a checkpoint path.
+
+Proposals are asked for in blocks (one call of ``propose`` per block, which a diffusion
+sampler runs as one batched program) and kept in a small cache. A block is named by a
+key that depends only on where its candidates go, never on the order in which the
+search asks: ``("gen", g, b)`` for the ``b``-th block of generation ``g`` of a
+generational driver, ``("walk", k, c, b)`` for step ``k`` of the walkers ``b x size``
+to ``(b + 1) x size - 1`` of a steady-state driver, and its seed is drawn from the
+search's seed and the key (:meth:`Proposals.block_seed`). So a search with a
+deterministic generator is reproducible, and a resumed search that needs a candidate
+again gets the same one; a candidate whose relaxed structure is already in the run
+database is never asked for.
+
+Failures: a ``propose`` that returns something other than a list of ``n`` periodic
+``ase.Atoms`` with exactly the requested atomic numbers (in any order) breaks the
+protocol and stops the search with a ValueError saying what came back. A ``propose``
+that raises (a model that cannot handle the composition, an out-of-memory sampler)
+does not stop it: the candidates of that block are random symmetric crystals instead,
+a RuntimeWarning says so once, and :attr:`Proposals.n_failures` (reported as
+``SearchResult.n_generator_failures``) counts the failed calls.
+
+Example:
+  >>> model = jcsp.generative.load("perov-5")
+  >>> res = jcsp.search("SrTiO3", pot, algorithm="random", budget=100, generator=model)
+  >>> res.n_generated, res.best.info["origin"]
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from typing import Callable, Hashable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from .. import generative
+
+#: ``info["origin"]`` of candidates (and of their relaxed structures) that a generator
+#: proposed.
+ORIGIN = "generator"
+#: Blocks of proposals kept; one evicted and needed again is asked for again (with the
+#: same seed, so it is the same for a deterministic generator).
+CACHE_BLOCKS = 64
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What a search needs of a generative model."""
+
+    def propose(self, numbers: Sequence[int], n: int, *, seed: int) -> list[Atoms]:
+        """``n`` periodic structures with exactly these atomic numbers (one cell, in any
+        order), deterministic in ``seed``."""
+
+
+def resolve(generator) -> Generator:
+    """The generator object of a ``generator`` setting: a model name or checkpoint path
+    is loaded with :func:`jcsp.generative.load`; an object with a ``propose`` method is
+    returned as it is.
+
+    Raises:
+      ValueError: neither a non-empty string nor an object with ``propose``.
+    """
+    if isinstance(generator, str):
+        if not generator.strip():
+            raise ValueError("generator must be a model name (e.g. 'perov-5'), a checkpoint "
+                             "path or a generator object, got an empty string")
+        return generative.load(generator)
+    check(generator)
+    return generator
+
+
+def check(generator) -> None:
+    """Raise ValueError unless ``generator`` is a string or has a callable ``propose``."""
+    if isinstance(generator, str):
+        return
+    if not callable(getattr(generator, "propose", None)):
+        raise ValueError(f"generator must be a model name, a checkpoint path or an object "
+                         f"with propose(numbers, n, *, seed) -> list[ase.Atoms] (as "
+                         f"jcsp.generative.load returns), got {type(generator).__name__}")
+
+
+def describe(generator) -> str:
+    """The name a run record stores for a ``generator`` setting: the string as given,
+    else the object's ``name`` (or ``meta["name"]``), else its class name (never an address, so a
+    resumed run with the same model matches its record)."""
+    if isinstance(generator, str):
+        return generator
+    name = getattr(generator, "name", None)
+    if not isinstance(name, str):
+        meta = getattr(generator, "meta", None)  # jcsp.generative's models
+        name = meta.get("name") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name:
+        return name
+    return type(generator).__qualname__
+
+
+class Proposals:
+    """The blocks of proposals of one search (host side).
+
+    Args:
+      generator: the model (:class:`Generator`).
+      numbers: [N] atomic numbers of the search's cell (composition x formula units).
+      seed: the search's seed.
+      size: proposals per block (the search's population).
+      fallback: ``fallback(rng) -> Atoms``, one random symmetric crystal, used for the
+        candidates of a block whose ``propose`` raised.
+      label: how errors name the generator.
+    """
+
+    def __init__(self, generator: Generator, numbers: Sequence[int], *, seed: int,
+                 size: int, fallback: Callable[[np.random.Generator], Atoms],
+                 label: str = "generator"):
+        self.generator = generator
+        self.numbers = [int(z) for z in numbers]
+        self.seed, self.size, self.fallback, self.label = int(seed), int(size), fallback, label
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        #: calls of ``propose`` made, and those that raised.
+        self.n_calls = 0
+        self.n_failures = 0
+
+    def block_seed(self, key: tuple[Hashable, ...]) -> int:
+        """The seed given to ``propose`` for block ``key``: drawn from the search's seed
+        and the key (a tuple of a kind name and integers), never from call order;
+        below 2**31."""
+        kind, *ints = key
+        code = {"gen": 0, "walk": 1, "other": 2}[kind]
+        entropy = [self.seed, code, *(int(i) for i in ints)]
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0]
+        return int(state >> 1)  # < 2**31: a seed any sampler takes
+
+    def take(self, key: tuple[Hashable, ...], index: int) -> Atoms:
+        """Proposal ``index`` (< ``size``) of block ``key``: a copy with ``info``
+        ``labels`` and ``origin`` = :data:`ORIGIN`, or a random crystal when the block's
+        ``propose`` raised."""
+        if not 0 <= index < self.size:
+            raise ValueError(f"proposal index {index} outside a block of {self.size}")
+        block = self._block(key)
+        if block is None:
+            rng = np.random.default_rng([self.block_seed(key), int(index)])
+            return self.fallback(rng)
+        atoms = block[index]
+        out = Atoms(numbers=atoms.numbers, cell=atoms.cell[:], pbc=True,
+                    scaled_positions=atoms.get_scaled_positions(wrap=True))
+        out.info["labels"] = [chemical_symbols[z] for z in out.numbers]
+        out.info["origin"] = ORIGIN
+        return out
+
+    def _block(self, key) -> list[Atoms] | None:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        seed = self.block_seed(key)
+        self.n_calls += 1
+        try:
+            block = self.generator.propose(list(self.numbers), self.size, seed=seed)
+        except Exception as err:  # noqa: BLE001  (any model failure: fall back, counted)
+            if not self.n_failures:
+                warnings.warn(f"{self.label} failed ({type(err).__name__}: {err}); its "
+                              "candidates are random symmetric crystals instead (counted "
+                              "in SearchResult.n_generator_failures)", RuntimeWarning,
+                              stacklevel=2)
+            self.n_failures += 1
+            block = None
+        else:
+            block = self._checked(block)
+        self._cache[key] = block
+        if len(self._cache) > CACHE_BLOCKS:
+            self._cache.popitem(last=False)
+        return block
+
+    def _checked(self, block) -> list[Atoms]:
+        """The block if it keeps the protocol, else a ValueError saying what came back."""
+        if not isinstance(block, Sequence) or isinstance(block, (str, Atoms)) \
+                or len(block) != self.size:
+            got = len(block) if isinstance(block, Sequence) else type(block).__name__
+            raise ValueError(f"{self.label}.propose(numbers, {self.size}, seed=...) must "
+                             f"return a list of {self.size} ase.Atoms, got {got!r:.60}")
+        want = sorted(self.numbers)
+        for k, atoms in enumerate(block):
+            if not isinstance(atoms, Atoms):
+                raise ValueError(f"{self.label}.propose returned a {type(atoms).__name__} "
+                                 f"(item {k}), not an ase.Atoms")
+            if sorted(int(z) for z in atoms.numbers) != want:
+                raise ValueError(
+                    f"{self.label}.propose returned {atoms.get_chemical_formula()} "
+                    f"({len(atoms)} atoms, item {k}) for the requested "
+                    f"{_formula(self.numbers)} ({len(want)} atoms); a generator must "
+                    "propose exactly the atomic numbers it is given")
+            if not atoms.pbc.all() or atoms.cell.rank < 3:
+                raise ValueError(f"{self.label}.propose returned a structure that is not "
+                                 f"periodic in 3 dimensions (item {k}: pbc "
+                                 f"{atoms.pbc.tolist()}); a generator proposes crystals")
+        return list(block)
+
+
+def _formula(numbers: Sequence[int]) -> str:
+    return Atoms(numbers=list(numbers)).get_chemical_formula()
+
+
+__all__ = ["CACHE_BLOCKS", "Generator", "ORIGIN", "Proposals", "check", "describe",
+           "resolve"]
