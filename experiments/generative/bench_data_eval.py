@@ -6,6 +6,9 @@ Measures, on this machine:
   cached arrays (second call);
 - packing the train split with Niggli reduction (``jcsp.generative.data.pack``);
 - the validity of every reference of the test split (DiffCSP's ``structure_validity``);
+- the round trip of the whole test split through ``pack`` (Niggli reduction, standard
+  orientation) and ``Crystals.to_atoms``, matched against the CIFs as read: every crystal
+  must match with an RMS displacement at rounding level (k = 1, 2 processes);
 - matching (``jcsp.generative.evaluate.match``) of ``--refs`` test crystals against 20
   stand-in predictions each, serial (CPU seconds per pair) and with a 2-process pool
   (wall time), extrapolated to the full benchmark (3785 x 20 pairs).
@@ -93,6 +96,14 @@ def main(argv=None):
     t = time.perf_counter()
     results["test_refs_invalid"] = int(sum(not evaluate.valid(a) for a in test))
     results["valid_test_refs_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    back = pack(test).to_atoms_list()
+    trip = evaluate.match([[a] for a in back], test, processes=2, progress=False)
+    results["roundtrip_test_s"] = time.perf_counter() - t
+    results["roundtrip_test_match_rate"] = trip["match_rate"]
+    results["roundtrip_test_max_rms"] = max(r for r in trip["rms"] if r is not None)
+    print({k: v for k, v in results.items() if k.startswith("roundtrip")}, flush=True)
 
     rng = np.random.default_rng(0)
     refs = test[: args.refs]
