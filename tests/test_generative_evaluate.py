@@ -142,7 +142,27 @@ def test_k_predictions_against_direct_pymatgen(refs):
     assert res["match_rate"] == 75.0 and res["k"] == 3 and res["n"] == 4
     assert res["rms"][3] is None and all(r > 0 for r in res["rms"][:3])
     assert res["n_invalid_refs"] == 0 and res["n_errors"] == 0
-    assert "smact" in res
+    assert "smact" in res and "filtered" not in res
+
+    # a composition filter (DiffCSP's SMACT test has this shape) makes the predictions of
+    # the rejected composition invalid in "filtered", from the same matching run
+    seen = []
+    rejected = evaluate.composition(refs[1])
+
+    def no_ref1(symbols, counts):
+        seen.append((symbols, counts))
+        return (symbols, counts) != rejected
+
+    filt = match(preds, refs, ks=(1, 2, 3), progress=False, composition_filter=no_ref1)
+    assert {k: v for k, v in filt.items() if k != "filtered"} == res
+    assert set(seen) == {evaluate.composition(r) for r in refs} and len(seen) == 4
+    assert all(list(c) == sorted(c, key=lambda s: Atoms(s).numbers[0]) for c, _ in seen)
+    assert filt["filtered"]["n_rejected_compositions"] == 1
+    assert filt["filtered"]["match_rate"] == 50.0
+    hits = [min(x[0] for x in direct[i] if x is not None) for i in (0, 2)]
+    assert filt["filtered"]["rmse"] == pytest.approx(np.mean(hits), rel=1e-12)
+    assert filt["filtered"]["valid_rate"] == pytest.approx(100 * (n_valid - 3) / 12)
+    assert filt["filtered"]["by_k"][1]["match_rate"] == 25.0
 
     # the worker pool gives the same numbers (threshold lowered to use it here)
     old = evaluate._SERIAL_BELOW
