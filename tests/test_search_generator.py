@@ -130,6 +130,16 @@ def test_generator_of_the_wrong_composition_is_a_clear_error():
                     generator=Molecules(bulk("Ar", "fcc", a=5.3, cubic=True)))
 
 
+def test_a_generator_refusing_the_composition_stops_the_search():
+    class Refuses:
+        def propose(self, numbers, n, *, seed):
+            raise ValueError("the model has no embedding for Ar")
+
+    with pytest.raises(ValueError, match="cannot propose Ar4: the model has no embedding"):
+        jcsp.search("Ar4", AR, algorithm="random", budget=4, population=4,
+                    generator=Refuses())
+
+
 def test_a_failing_generator_leaves_random_candidates_and_is_counted():
     class Broken:
         def propose(self, numbers, n, *, seed):

@@ -23,11 +23,13 @@ database is never asked for.
 
 Failures: a ``propose`` that returns something other than a list of ``n`` periodic
 ``ase.Atoms`` with exactly the requested atomic numbers (in any order) breaks the
-protocol and stops the search with a ValueError saying what came back. A ``propose``
-that raises (a model that cannot handle the composition, an out-of-memory sampler)
-does not stop it: the candidates of that block are random symmetric crystals instead,
-a RuntimeWarning says so once, and :attr:`Proposals.n_failures` (reported as
-``SearchResult.n_generator_failures``) counts the failed calls.
+protocol and stops the search with a ValueError saying what came back, and so does a
+``propose`` that raises ValueError (the model refuses the request, e.g. an element it
+has no embedding for; its message is passed on). Any other exception (an
+out-of-memory sampler, a numerical failure) does not stop it: the candidates of that
+block are random symmetric crystals instead, a RuntimeWarning says so once, and
+:attr:`Proposals.n_failures` (reported as ``SearchResult.n_generator_failures``)
+counts the failed calls.
 
 Example:
   >>> model = jcsp.generative.load("perov-5")
@@ -165,7 +167,10 @@ class Proposals:
         self.n_calls += 1
         try:
             block = self.generator.propose(list(self.numbers), self.size, seed=seed)
-        except Exception as err:  # noqa: BLE001  (any model failure: fall back, counted)
+        except ValueError as err:  # the model refuses the request: the user must act
+            raise ValueError(f"{self.label} cannot propose {_formula(self.numbers)}: "
+                             f"{err}") from err
+        except Exception as err:  # noqa: BLE001  (any other failure: fall back, counted)
             if not self.n_failures:
                 warnings.warn(f"{self.label} failed ({type(err).__name__}: {err}); its "
                               "candidates are random symmetric crystals instead (counted "
