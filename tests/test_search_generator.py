@@ -27,6 +27,9 @@ SW_FILE = Path("/usr/share/lammps/potentials/Si.sw")
 SW = StillingerWeber.from_lammps(SW_FILE if SW_FILE.exists()
                                  else Path(jcsp.__file__).parent / "data" / "Si.sw")
 AR = LennardJones(0.0104, 3.4, 6.0, truncation="smooth")
+#: random argon crystals: few space groups (cheap Wyckoff tables) at about the fcc
+#: volume (the neighbour lists of the rattled fcc fit them: no further compilation)
+RANDOM_AR = {"groups": [221, 225, 229], "volume": 150.0}
 
 
 class Rattled:
@@ -99,7 +102,7 @@ def test_every_driver_takes_its_fresh_candidates_from_the_generator(algorithm):
 def test_generator_share_mixes_generated_and_random_candidates(tmp_path):
     model = _argon()
     res = jcsp.search("Ar4", AR, algorithm="random", budget=8, population=4, seed=0,
-                      generator=model, generator_share=0.5, out=tmp_path)
+                      generator=model, generator_share=0.5, out=tmp_path, **RANDOM_AR)
     assert res.n_relaxations == 8 and 0 < res.n_generated < 8
     with database.open_run(tmp_path / "structures.db") as db:
         origins = [a.info.get("origin") for a in database.read_all(db)]
@@ -107,7 +110,7 @@ def test_generator_share_mixes_generated_and_random_candidates(tmp_path):
     assert origins.count(None) == 8 - res.n_generated  # random symmetric crystals
     none = _argon()
     res = jcsp.search("Ar4", AR, algorithm="random", budget=4, population=4, seed=0,
-                      generator=none, generator_share=0.0)
+                      generator=none, generator_share=0.0, **RANDOM_AR)
     assert res.n_generated == 0 and not none.calls
     assert not any("origin" in a.info for a in res.structures)
 
@@ -147,7 +150,7 @@ def test_a_failing_generator_leaves_random_candidates_and_is_counted():
 
     with pytest.warns(RuntimeWarning, match="sampler out of memory"):
         res = jcsp.search("Ar4", AR, algorithm="ga", budget=8, population=4, seed=0,
-                          generator=Broken())
+                          generator=Broken(), **RANDOM_AR)
     assert res.n_relaxations == 8 and res.n_generated == 0
     assert res.n_generator_failures >= 1 and res.best is not None
 
@@ -186,7 +189,8 @@ def test_command_line_and_toml_take_a_generator(tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["random", "ga"])
 def test_resume_asks_the_generator_for_nothing_it_has(tmp_path, algorithm):
-    settings = dict(algorithm=algorithm, population=4, seed=2, generator_share=0.75)
+    settings = dict(algorithm=algorithm, population=4, seed=2, generator_share=0.75,
+                    **RANDOM_AR)
     first = _argon()
     done = jcsp.search("Ar4", AR, budget=8, generator=first, out=tmp_path, **settings)
     assert first.calls and done.n_generated > 0
