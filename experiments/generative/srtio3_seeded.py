@@ -16,8 +16,10 @@ of the reference (``target``) or the budget is spent. The reference is the cubic
 perovskite relaxed with the same potential and optimizer (a 2 x 1 x 1 supercell for two
 formula units). Recorded per run: the relaxation of the first hit (None: not within the
 budget), relaxations spent, wall time, relaxations of generated candidates and the best
-structure's space group; per arm: successes, median first hit and median wall time
-(misses count as ``budget + 1`` in the median of the first hits).
+structure's space group, and for the seeded arm the time spent sampling (``propose``
+calls, included in the wall time); per arm: successes, median first hit and median
+wall time (misses count as ``budget + 1`` in the median of the first hits). Wall times
+include compilation on the first search of each cell size.
 
 Not run in CI (minutes). Examples:
   python experiments/generative/srtio3_seeded.py --arms random --seeds 1 --budget 40
@@ -56,6 +58,22 @@ def cubic_perovskite(units: int) -> Atoms:
     cell = Atoms("SrTiO3", cell=[a, a, a], pbc=True, scaled_positions=[
         (0, 0, 0), (.5, .5, .5), (.5, .5, 0), (.5, 0, .5), (0, .5, .5)])
     return cell.repeat((units, 1, 1))
+
+
+class Timed:
+    """A generator that times its ``propose`` calls (seconds, count) and passes them on."""
+
+    def __init__(self, model):
+        self.model, self.seconds, self.calls = model, 0.0, 0
+        self.name = getattr(model, "meta", {}).get("name", type(model).__name__)
+
+    def propose(self, numbers, n, *, seed):
+        start = time.perf_counter()
+        try:
+            return self.model.propose(numbers, n, seed=seed)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
 
 
 def reference(potential, units: int, optimizer: str) -> float:
@@ -98,6 +116,7 @@ def summary(runs: list[dict], budget: int) -> dict:
             "median_first_hit_misses_as_budget_plus_1": statistics.median(
                 h if h is not None else budget + 1 for h in hits),
             "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+            "propose_s": sum(r.get("propose_s", 0.0) for r in runs),
             "generated": sum(r["generated"] for r in runs),
             "relaxations": sum(r["relaxations"] for r in runs)}
 
@@ -132,19 +151,29 @@ def main() -> None:
         target = h_fu / 5  # eV/atom
         print(f"\nSrTiO3 x {units}: reference {h_fu:.4f} eV/f.u. (published "
               f"{PUBLISHED_GROUND_STATE})", flush=True)
+        if model is not None and hasattr(model, "check"):  # what the model says of the cell
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.check([38, 22, 8, 8, 8] * units)
+            model_warnings += [str(w.message) for w in caught]
         arms = {}
         for arm in args.arms:
             runs = []
             for seed in range(args.seeds):
                 settings = dict(formula_units=units, budget=args.budget,
                                 optimizer=args.optimizer)
+                timed = None
                 if arm == "seeded":
-                    settings["generator"] = model
+                    settings["generator"] = timed = Timed(model)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", UserWarning)
+                    warnings.simplefilter("always", RuntimeWarning)
                     run = one_search(potential, seed, target, args.tol / 5, **settings)
+                if timed is not None:
+                    run["propose_calls"] = timed.calls
+                    run["propose_s"] = round(timed.seconds, 1)
                 model_warnings += [str(w.message) for w in caught
-                                   if issubclass(w.category, UserWarning)]
+                                   if issubclass(w.category, (UserWarning, RuntimeWarning))]
                 runs.append(run)
             arms[arm] = {"runs": runs, **summary(runs, args.budget)}
             print(f"  {arm}: {arms[arm]['success']} hits, first hits "
@@ -160,6 +189,7 @@ def main() -> None:
         write_record(args.record, settings={
             "potential": "gulp:srtio3-disp", "algorithm": "random", "arms": args.arms,
             "generator": args.generator if model is not None else None,
+            "generator_path": getattr(model, "meta", {}).get("path") if model else None,
             "units": args.units, "seeds": args.seeds, "budget": args.budget,
             "optimizer": args.optimizer, "tol_eV_per_fu": args.tol, "dtype": "float64",
             "published_ground_state_eV_per_fu": PUBLISHED_GROUND_STATE,
