@@ -22,6 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Sequence
 
+from .cli_generative import add_commands as add_generative_commands
 from .cli_ml import add_commands
 from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures
 from .io import POTENTIAL_HELP, describe_potential, potential_from_table, write_structures
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=run_info)
     _add_search(sub)
     add_commands(sub, positive_int=_positive_int, positive_float=_positive_float)
+    add_generative_commands(sub, positive_int=_positive_int, positive_float=_positive_float)
     return parser
 
 
