@@ -276,7 +276,7 @@ def symmetric_invariants(a: Array, l_max: int, correlation: int) -> Array:
     blocks = [a[..., l * l:(l + 1) ** 2] for l in range(l_max + 1)]
     out = [blocks[0][..., 0]]
     if correlation >= 2:
-        out += [jnp.sum(x * x, axis=-1) / np.sqrt(2 * l + 1) for l, x in enumerate(blocks)]
+        out += [jnp.sum(x * x, axis=-1) / float(np.sqrt(2 * l + 1)) for l, x in enumerate(blocks)]
     if correlation >= 3:
         for l1, l2, l3s, cg in _invariant_couplings(l_max):
             pair = jnp.einsum("...m,...p,mpq->...q", blocks[l1], blocks[l2],
