@@ -57,7 +57,7 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
         description="Train the DiffCSP-style diffusion generator (jcsp.generative) on "
                     "crystal collections: CSV files with a 'cif' column (CDVAE/DiffCSP), "
                     "extxyz, CIF, folders of them, or 'perov-5' (the Perov-5 train split; "
-                    "'perov-5:SPLIT' for another). Without --valid, 10%% of the training "
+                    "'perov-5:SPLIT' for another). Without --valid, 10 % of the training "
                     "crystals are held out (seeded). Settings come from the defaults of "
                     "DenoiserConfig and GeneratorTrainConfig, then --config, then the flags. "
                     "Rerun with the same --out and settings to resume.")

@@ -54,7 +54,7 @@ warmup_steps = 10
 batch_size = 64
 val_every = 100
 val_structures = 6
-steps = 50
+steps = 20
 """
 N_TRAIN = 300
 
@@ -343,7 +343,7 @@ def test_generate_refuses_outputs_it_would_clobber(model_dir, compositions, tmp_
     _fails(["generate", model_dir, unseen[0], "-o", str(tmp_path / "full")],
            "is a folder", tmp_path, capsys)
     _fails(["generate", model_dir, unseen[0], "-o", str(tmp_path / "s.xyz"), "--steps",
-            "51"], "50 diffusion steps", tmp_path, capsys)
+            "21"], "20 diffusion steps", tmp_path, capsys)
 
 
 def test_evaluate_bad_k(model_dir, files, tmp_path, capsys):
