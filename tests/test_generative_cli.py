@@ -394,3 +394,17 @@ def test_train_bad_requests(files, tmp_path, capsys):
            "fewer than one batch", tmp_path, capsys)
     _fails(["train-generator", "--train", files["train"], "--out", out, "--epochs", "0"],
            "must be positive", tmp_path, capsys)
+
+
+def test_train_settings_flags_override_the_toml(files):
+    from jcsp.cli import build_parser
+    from jcsp.cli_generative import train_settings
+
+    args = build_parser().parse_args([
+        "train-generator", "--train", "x.csv", "--out", "m", "--config", files["toml"],
+        "--max-time", "2.5", "--lr", "0.002", "--channels", "12", "--val-steps", "7"])
+    model_kw, cfg = train_settings(args)
+    assert model_kw["channels"] == 12 and model_kw["hidden"] == 16   # flag, then TOML
+    assert cfg.max_time == 150.0 and cfg.lr == 0.002 and cfg.val_steps == 7
+    assert cfg.epochs == 40 and cfg.steps == 20                      # TOML
+    assert cfg.ema == jcsp.generative.GeneratorTrainConfig().ema      # default
