@@ -311,13 +311,17 @@ def test_evaluate_generator_numbers_recomputed_from_its_samples(model_dir, files
 
 
 # --- bad input -----------------------------------------------------------------------
-def _fails(argv, message, folder, capsys) -> None:
+def _fails(argv, message, folder, capsys, *, one_line=True) -> None:
+    """Exit status 2, the message on the last line of stderr (its only line, for input
+    refused before any work) and no file added or changed under ``folder``."""
     before = _listing(folder)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], err
+    assert lines[-1].startswith("jcsp") and "error:" in lines[-1], err
+    assert message in lines[-1], err
+    assert len(lines) == 1 or not one_line, err
     assert _listing(folder) == before
 
 
@@ -408,3 +412,25 @@ def test_train_settings_flags_override_the_toml(files):
     assert cfg.max_time == 150.0 and cfg.lr == 0.002 and cfg.val_steps == 7
     assert cfg.epochs == 40 and cfg.steps == 20                      # TOML
     assert cfg.ema == jcsp.generative.GeneratorTrainConfig().ema      # default
+
+
+@pytest.mark.parametrize("fmt,target", [("extxyz", "s.extxyz"), ("cif", "cifs")])
+def test_a_failing_write_leaves_nothing(model_dir, compositions, tmp_path, capsys,
+                                        monkeypatch, fmt, target):
+    """A write that fails part-way (disk full, here a stand-in raising OSError after the
+    first file was started) leaves neither the output nor a temporary file."""
+    unseen, _ = compositions
+    real_write = ase.io.write
+    calls = []
+
+    def failing(path, images, *args, **kwargs):
+        calls.append(path)
+        real_write(path, images, *args, **kwargs)
+        if len(calls) == 2 or fmt == "extxyz":
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ase.io, "write", failing)
+    _fails(["generate", model_dir, *unseen, "-n", "3", "-o", str(tmp_path / target),
+            "--format", fmt, "-q"], "No space left on device", tmp_path, capsys,
+           one_line=False)
+    assert calls
