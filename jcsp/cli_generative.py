@@ -308,27 +308,29 @@ def _report_warnings(caught, shown: set | None = None) -> set:
     return shown
 
 
-def _cells(model, compositions) -> tuple[list[list[int]], list]:
+def _cells(model, compositions) -> tuple[list[list[int]], list, int]:
     """Atomic numbers of every composition, checked against the model: a ValueError for
-    an unknown element or an empty composition; the warnings for compositions (or cell
-    sizes) the model never saw are returned, for :func:`_report_unseen`."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cells = []
-        for comp in compositions:
-            numbers = composition_numbers(comp)
+    an unknown element or an empty composition. Returns them, the warnings for
+    compositions (or cell sizes) the model never saw, and how many requests warned."""
+    cells, caught, n_unseen = [], [], 0
+    for comp in compositions:
+        numbers = composition_numbers(comp)
+        with warnings.catch_warnings(record=True) as these:
+            warnings.simplefilter("always")
             model.check(numbers)
-            cells.append(numbers)
-    return cells, list(caught)
+        cells.append(numbers)
+        caught += these
+        n_unseen += bool(these)
+    return cells, caught, n_unseen
 
 
-def _report_unseen(caught, n_requests: int) -> set:
+def _report_unseen(caught, n_unseen: int, n_requests: int) -> set:
     """Print the check's warnings (one summary line when there are many); returns the
     messages shown, so that sampling does not repeat them."""
     texts = {" ".join(str(w.message).split()) for w in caught}
     if len(caught) > 3:
-        print(f"jcsp: warning: {len(caught)} of {n_requests} requests are outside what the "
-              f"model saw in training (e.g. {' '.join(str(caught[0].message).split())})",
+        print(f"jcsp: warning: {n_unseen} of {n_requests} compositions are outside what "
+              f"the model saw in training (e.g. {' '.join(str(caught[0].message).split())})",
               file=sys.stderr)
         return texts
     return _report_warnings(caught)
@@ -398,10 +400,10 @@ def run_generate(args) -> int:
     if args.rank and not model.config.energy_head:
         raise ValueError(f"{args.model} has no energy head, so it cannot rank its samples; "
                          "drop --rank")
-    cells, caught = _cells(model, args.compositions)
+    cells, caught, n_unseen = _cells(model, args.compositions)
     print(f"jcsp generate: {args.samples} sample(s) of each of {len(cells)} composition(s) "
           f"from {model.meta.get('name')}, seed {args.seed}", file=sys.stderr, flush=True)
-    shown = _report_unseen(caught, len(cells))
+    shown = _report_unseen(caught, n_unseen, len(cells))
     samples = _sample(model, cells, args.samples, args, shown)
     frames = []
     for ci, (comp, group) in enumerate(zip(args.compositions, samples)):
@@ -496,11 +498,11 @@ def run_evaluate_generator(args) -> int:
         refs = refs[:args.limit]
     ks = sorted(set(args.k))
     k = ks[-1]
-    cells, caught = _cells(model, [list(a.numbers) for a in refs])
+    cells, caught, n_unseen = _cells(model, [list(a.numbers) for a in refs])
     print(f"jcsp evaluate-generator: {k} sample(s) for each of {len(refs)} reference "
           f"crystals of {args.data} from {model.meta.get('name')}, seed {args.seed}",
           file=sys.stderr, flush=True)
-    shown = _report_unseen(caught, len(cells))
+    shown = _report_unseen(caught, n_unseen, len(cells))
     samples = _sample(model, cells, k, args, shown)
     if args.samples_out:
         frames = []

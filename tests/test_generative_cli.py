@@ -113,9 +113,9 @@ def model(model_dir):
 
 
 @pytest.fixture(scope="module")
-def compositions(model, files):
-    """Two formulas the model never saw (validation crystals with its elements) and one
-    it was trained on."""
+def all_compositions(model, files):
+    """Formulas the model never saw (validation crystals with its elements) and one it
+    was trained on."""
     unseen = []
     for atoms in jcsp.generative.data.read_collection(files["val"]):
         if set(atoms.numbers) <= set(model.elements):
@@ -123,7 +123,14 @@ def compositions(model, files):
             if jcsp.generative.model.reduced_formula(atoms.numbers) not in model.formulas:
                 unseen.append(formula)
     seen = str(Formula(sorted(model.formulas)[0]).format("metal"))
-    assert len(unseen) >= 2
+    assert len(unseen) >= 6
+    return unseen, seen
+
+
+@pytest.fixture(scope="module")
+def compositions(all_compositions):
+    """Two unseen formulas and a seen one."""
+    unseen, seen = all_compositions
     return unseen[:2], seen
 
 
@@ -434,3 +441,14 @@ def test_a_failing_write_leaves_nothing(model_dir, compositions, tmp_path, capsy
             "--format", fmt, "-q"], "No space left on device", tmp_path, capsys,
            one_line=False)
     assert calls
+
+
+def test_many_unseen_compositions_give_one_summary_line(model_dir, all_compositions,
+                                                         tmp_path, capsys):
+    unseen, _ = all_compositions
+    out = tmp_path / "s.extxyz"
+    assert main(["generate", model_dir, *unseen[:6], "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [line for line in err if line.startswith("jcsp: warning:")]
+    assert len(warned) == 1 and "6 of 6 compositions are outside" in warned[0]
+    assert len(ase.io.read(out, index=":")) == 6
