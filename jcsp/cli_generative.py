@@ -174,7 +174,7 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
 def read_collection(spec: str, default_split: str) -> list:
     """Crystals of a file or folder, or of a Perov-5 split (``perov-5`` is
     ``default_split``, ``perov-5:SPLIT`` names one)."""
-    if spec == PEROV5 or spec.startswith(PEROV5 + ":"):
+    if _is_perov5(spec):
         split = spec.partition(":")[2] or default_split
         return data.perov5(split)
     return data.read_collection(spec)
@@ -225,7 +225,31 @@ def train_settings(args) -> tuple[dict, GeneratorTrainConfig]:
                    if set(bad) & fixed else "")
             raise ValueError(f"unknown {cls.__name__} setting(s) {bad}{why}; valid: "
                              f"{sorted(names)}")
+        for name, value in kw.items():
+            _check_setting(cls.__name__, name, value,
+                           _NONE_DEFAULTS.get(name, type(cls.__dataclass_fields__[name].default)))
     return model_kw, GeneratorTrainConfig(**train_kw)
+
+
+#: Types of the settings whose default is None.
+_NONE_DEFAULTS = {"max_time": float, "val_steps": int}
+#: Settings that may be zero; every other number must be positive.
+_MAY_BE_ZERO = {"warmup_steps", "lr_final", "w_energy", "seed", "ema", "clip"}
+
+
+def _check_setting(owner: str, name: str, value, kind: type) -> None:
+    """A TOML value of the right type (and sign), or a ValueError naming it."""
+    if value is None and name in _NONE_DEFAULTS:
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float)}.get(kind)
+    if kinds is None:
+        return
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{owner} setting {name} = {value!r}: expected {kind.__name__}")
+    if kind is not bool and name != "seed" and (
+            value < 0 or (value == 0 and name not in _MAY_BE_ZERO)):
+        raise ValueError(f"{owner} setting {name} = {value!r}: must be "
+                         f"{'non-negative' if name in _MAY_BE_ZERO else 'positive'}")
 
 
 def hold_out(crystals: list, fraction: float, seed: int) -> tuple[list, list]:

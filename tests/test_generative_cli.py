@@ -452,3 +452,19 @@ def test_many_unseen_compositions_give_one_summary_line(model_dir, all_compositi
     warned = [line for line in err if line.startswith("jcsp: warning:")]
     assert len(warned) == 1 and "6 of 6 compositions are outside" in warned[0]
     assert len(ase.io.read(out, index=":")) == 6
+
+
+@pytest.mark.parametrize("table,message", [
+    ("[model]\nchannels = 'eight'\n", "channels = 'eight': expected int"),
+    ("[model]\nn_layers = 0\n", "n_layers = 0: must be positive"),
+    ("[train]\nlr = -1.0\n", "lr = -1.0: must be positive"),
+    ("[train]\nval_steps = 2.5\n", "val_steps = 2.5: expected int"),
+    ("[model]\nelements = [8]\n", "come from the training data"),
+    ("[optimizer]\nlr = 1\n", "unknown table(s) ['optimizer']"),
+    ("[model\n", "invalid TOML"),
+])
+def test_train_bad_settings_file(files, tmp_path, capsys, table, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(table)
+    _fails(["train-generator", "--train", files["train"], "--out", str(tmp_path / "m"),
+            "--config", str(bad)], message, tmp_path, capsys)
