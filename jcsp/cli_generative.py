@@ -34,6 +34,7 @@ from ase.data import chemical_symbols
 
 from .generative import GeneratorTrainConfig, composition_numbers, data, evaluate, load, train
 from .generative.denoiser import DenoiserConfig
+from .generative.model import DEFAULT_STEPS
 
 #: The name that stands for the Perov-5 benchmark splits in --train/--valid/--data
 #: (``perov-5`` or ``perov-5:SPLIT``).
@@ -42,6 +43,10 @@ PEROV5 = "perov-5"
 VALID_FRACTION = 0.1
 #: Cells below this volume (Å^3) are degenerate: a CIF cannot describe them.
 MIN_CIF_VOLUME = 1e-6
+
+_STEPS_HELP = ("reverse-diffusion steps, at most the model's schedule (default: the "
+               "model's own setting, sampling.n_steps in its generator.json, else "
+               f"{DEFAULT_STEPS})")
 
 _MODEL_FLAGS = {"channels": "channels", "layers": "n_layers", "l_max": "l_max"}
 _TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
@@ -128,8 +133,7 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
     gen.add_argument("--seed", type=int, default=0,
                      help="the same seed and settings give the same crystals (default 0)")
     gen.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                     help="reverse-diffusion steps (default: all the model was trained "
-                          "with)")
+                     help=_STEPS_HELP)
     gen.add_argument("--rank", action="store_true",
                      help="order each composition's samples by the energy head's "
                           "prediction, lowest first")
@@ -161,7 +165,7 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
                     help="only the first N reference crystals")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                    help="reverse-diffusion steps (default: all)")
+                    help=_STEPS_HELP)
     ev.add_argument("--processes", type=positive_int, default=None, metavar="P",
                     help="matching worker processes (default: one per CPU)")
     ev.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
@@ -378,6 +382,15 @@ def _check_steps(model, steps) -> None:
                          f"{model.schedule.steps} diffusion steps; give at most that")
 
 
+def _steps_used(model, steps) -> int:
+    """The reverse-diffusion steps ``model.sample`` runs for ``--steps`` (None: the
+    model's own setting, else DEFAULT_STEPS, at most its schedule's length)."""
+    if steps is not None:
+        return int(steps)
+    return int(min(model.meta.get("sampling", {}).get("n_steps", DEFAULT_STEPS),
+                   model.schedule.steps))
+
+
 def _write_atomic(path: str, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -546,7 +559,7 @@ def run_evaluate_generator(args) -> int:
         evaluate.write_metrics(args.json, result, model=str(args.model),
                                model_name=model.meta.get("name"), data=args.data,
                                n_references=len(refs), limit=args.limit, ks=ks,
-                               seed=args.seed, steps=args.steps,
+                               seed=args.seed, steps=_steps_used(model, args.steps),
                                samples_out=args.samples_out)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -296,6 +296,7 @@ def test_evaluate_generator_numbers_recomputed_from_its_samples(model_dir, files
     metrics, settings = result["metrics"], result["settings"]
     assert metrics["n"] == 3 and metrics["k"] == 2 and sorted(metrics["by_k"]) == ["1", "2"]
     assert settings["data"] == "perov-5:test" and settings["seed"] == 0
+    assert settings["steps"] == 20      # the tiny schedule's length, below the default
     refs = jcsp.generative.data.read_collection(files["test"])
     frames = ase.io.read(samples, index=":")
     assert [(a.info["reference_index"], a.info["sample_index"]) for a in frames] == \
