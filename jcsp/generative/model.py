@@ -294,16 +294,17 @@ def load(path_or_name) -> GenerativeModel:
     den = dict(meta["denoiser"])
     den["elements"] = tuple(den["elements"])
     config = DenoiserConfig(**den)
-    template = init_params(config, jax.random.PRNGKey(0))
+    # Shapes only (no initialisation is computed).
+    template = jax.eval_shape(lambda key: init_params(config, key), jax.random.PRNGKey(0))
     try:
-        params = serialization.from_bytes(template, blob)
+        params = serialization.msgpack_restore(blob)
     except Exception as exc:
+        raise CheckpointError(f"{path}/params.msgpack is corrupt ({exc})") from exc
+    if (jax.tree.structure(template) != jax.tree.structure(params)
+            or any(np.shape(a) != tuple(b.shape) for a, b in
+                   zip(jax.tree.leaves(params), jax.tree.leaves(template)))):
         raise CheckpointError(f"{path}/params.msgpack does not fit the configuration in "
-                              f"generator.json ({exc})") from exc
-    shapes = jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), template, params)
-    if not all(jax.tree.leaves(shapes)):
-        raise CheckpointError(f"{path}/params.msgpack has the wrong shapes for its "
-                              "configuration")
+                              "generator.json (other layers or shapes)")
     schedule = Schedule.build(**meta["schedule"])
     extra = {k: v for k, v in meta.items() if k not in (
         "format", "version", "denoiser", "schedule", "energy_mean", "energy_std",
