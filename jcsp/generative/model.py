@@ -215,10 +215,9 @@ class GenerativeModel:
 
     def propose(self, numbers: Sequence[int], n: int, *, seed: int) -> list[Atoms]:
         """``n`` crystals with exactly these atomic numbers (the search's generator
-        protocol, :mod:`jcsp.search`)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return self.sample([list(numbers)], n, seed=seed)[0]
+        protocol, :mod:`jcsp.search`); a composition or cell size the model never saw
+        gives its UserWarning here as in :meth:`sample`."""
+        return self.sample([list(numbers)], n, seed=seed)[0]
 
     def rank(self, samples: list[Atoms]) -> list[Atoms]:
         """The samples of one composition sorted by the energy head's prediction
