@@ -65,8 +65,8 @@ class DenoiserConfig:
     l_max: int = 2
     n_layers: int = 4
     correlation: int = 3
-    radial_hidden: int = 64
-    n_freq: int = 10
+    radial_hidden: int = 32
+    n_freq: int = 5
     time_dim: int = 64
     hidden: int = 128
     length_scale: float = 4.0
