@@ -25,13 +25,13 @@ import os
 import shutil
 import sys
 import tempfile
-import tomllib
 import warnings
 
 import ase.io
 import numpy as np
 from ase.data import chemical_symbols
 
+from .cli_ml import toml_and_flags
 from .generative import GeneratorTrainConfig, composition_numbers, data, evaluate, load, train
 from .generative.denoiser import DenoiserConfig
 from .generative.model import DEFAULT_STEPS
@@ -199,27 +199,7 @@ def _is_perov5(spec: str) -> bool:
 def train_settings(args) -> tuple[dict, GeneratorTrainConfig]:
     """(DenoiserConfig keywords without elements, GeneratorTrainConfig) from the defaults,
     the TOML file and the flags."""
-    model_kw, train_kw = {}, {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as fh:
-                table = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{args.config}: invalid TOML ({err})") from None
-        unknown = set(table) - {"model", "train"}
-        if unknown:
-            raise ValueError(f"{args.config}: unknown table(s) {sorted(unknown)}; use [model] "
-                             "and [train]")
-        model_kw.update(table.get("model", {}))
-        train_kw.update(table.get("train", {}))
-    for flag, field in _MODEL_FLAGS.items():
-        if getattr(args, flag) is not None:
-            model_kw[field] = getattr(args, flag)
-    for flag, field in _TRAIN_FLAGS.items():
-        if getattr(args, flag) is not None:
-            train_kw[field] = getattr(args, flag)
-    if args.max_time is not None:
-        train_kw["max_time"] = 60.0 * args.max_time
+    model_kw, train_kw = toml_and_flags(args, _MODEL_FLAGS, _TRAIN_FLAGS)
     for cls, kw, fixed in ((DenoiserConfig, model_kw, {"elements", "length_scale"}),
                            (GeneratorTrainConfig, train_kw, set())):
         names = {f.name for f in dataclasses.fields(cls)} - fixed

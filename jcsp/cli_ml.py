@@ -74,9 +74,10 @@ _TRAIN_FLAGS = {"committee": "committee", "seed": "seed", "epochs": "epochs", "l
                 "dtype": "dtype"}
 
 
-def settings(args) -> tuple:
-    """(ModelConfig, TrainConfig) from the defaults, the TOML file and the flags."""
-
+def toml_and_flags(args, model_flags: dict, train_flags: dict) -> tuple[dict, dict]:
+    """The ``[model]`` and ``[train]`` keyword dictionaries of a training command: the
+    ``--config`` TOML file's tables, then the flags given (``model_flags`` and
+    ``train_flags`` map flag names to fields), ``--max-time`` converted from minutes."""
     model_kw, train_kw = {}, {}
     if args.config:
         try:
@@ -90,14 +91,21 @@ def settings(args) -> tuple:
                              "and [train]")
         model_kw.update(table.get("model", {}))
         train_kw.update(table.get("train", {}))
-    for flag, field in _MODEL_FLAGS.items():
+    for flag, field in model_flags.items():
         if getattr(args, flag) is not None:
             model_kw[field] = getattr(args, flag)
-    for flag, field in _TRAIN_FLAGS.items():
+    for flag, field in train_flags.items():
         if getattr(args, flag) is not None:
             train_kw[field] = getattr(args, flag)
     if args.max_time is not None:
         train_kw["max_time"] = 60.0 * args.max_time
+    return model_kw, train_kw
+
+
+def settings(args) -> tuple:
+    """(ModelConfig, TrainConfig) from the defaults, the TOML file and the flags."""
+
+    model_kw, train_kw = toml_and_flags(args, _MODEL_FLAGS, _TRAIN_FLAGS)
     for cls, kw in ((ModelConfig, model_kw), (TrainConfig, train_kw)):
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(kw) - names)
