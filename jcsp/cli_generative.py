@@ -371,23 +371,6 @@ def _steps_used(model, steps) -> int:
                    model.schedule.steps))
 
 
-def _write_atomic(path: str, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _extxyz(frames):
     return lambda tmp: ase.io.write(tmp, frames, format="extxyz")
 
@@ -434,7 +417,7 @@ def run_generate(args) -> int:
         frames.extend(ordered)
         samples[ci] = ordered
     if args.format == "extxyz":
-        _write_atomic(args.output, _extxyz(frames))
+        evaluate.write_atomic(args.output, _extxyz(frames))
     else:
         degenerate = _write_cif_folder(args.output, samples, args.compositions)
         if degenerate:
@@ -530,7 +513,7 @@ def run_evaluate_generator(args) -> int:
                 if ref_id is not None:
                     atoms.info["reference_id"] = ref_id
                 frames.append(atoms)
-        _write_atomic(args.samples_out, _extxyz(frames))
+        evaluate.write_atomic(args.samples_out, _extxyz(frames))
         print(f"wrote {len(frames)} samples to {args.samples_out}", file=sys.stderr)
     result = evaluate.match(samples, refs, ks=ks, processes=args.processes,
                             progress=not args.quiet)

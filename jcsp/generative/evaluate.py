@@ -48,7 +48,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
-__all__ = ["valid", "match", "composition", "write_metrics"]
+__all__ = ["valid", "match", "composition", "write_atomic", "write_metrics"]
 
 #: Below these, DiffCSP's ``structure_validity`` calls a structure invalid.
 MIN_DISTANCE = 0.5  # Å
@@ -300,15 +300,27 @@ def write_metrics(path: str | os.PathLike, metrics: dict, **settings) -> None:
     The file appears complete or not at all (a temporary file in the same folder, then a
     rename); NaN and infinities become ``null``; dictionary keys become strings.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     text = json.dumps(_jsonable({"metrics": metrics, "settings": settings}), indent=1,
                       allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".metrics-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
             fh.write(text + "\n")
+
+    write_atomic(os.fspath(path), write)
+
+
+def write_atomic(path: str, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over
+    ``path``: the file appears complete or not at all, and a failure leaves no
+    temporary file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
