@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ..ml.checkpoint import CheckpointError, _atomic_write
+from ..ml.checkpoint import CheckpointError, _atomic_write, read_state
 from .denoiser import DenoiserConfig, apply, init_params
 from .diffusion import Schedule, noise
 from .evaluate import match
@@ -362,16 +362,8 @@ def validation_match(gen: GenerativeModel, val_set, cfg: GeneratorTrainConfig) -
 
 
 def _load_state(path: str, model: DenoiserConfig, config: GeneratorTrainConfig):
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, "rb") as fh:
-            run = pickle.load(fh)
-    except Exception as exc:
-        raise CheckpointError(f"{path} is corrupt ({exc}); delete it to train afresh") from exc
-    if not isinstance(run, _RunState):
-        raise CheckpointError(f"{path} is not a jcsp generator training state")
-    if run.model_config != model or run.train_config != config:
+    run = read_state(path, _RunState, "generator training state")
+    if run is not None and (run.model_config != model or run.train_config != config):
         raise CheckpointError(
             f"{path} belongs to a run with other settings (model {run.model_config}, "
             f"training {run.train_config}); use another output directory or the same settings")

@@ -85,8 +85,9 @@ def save_state(out: str, run: RunState) -> None:
     _atomic_write(os.path.join(out, "state.pkl"), pickle.dumps(run))
 
 
-def load_state(out: str) -> RunState | None:
-    path = os.path.join(out, "state.pkl")
+def read_state(path: str, kind: type, what: str):
+    """The pickled training state at ``path`` (None if there is none), checked to be a
+    ``kind``; ``what`` names it in errors."""
     if not os.path.exists(path):
         return None
     try:
@@ -95,9 +96,13 @@ def load_state(out: str) -> RunState | None:
     except Exception as exc:
         raise CheckpointError(f"{path} is corrupt ({exc}); delete it to start training "
                               "afresh") from exc
-    if not isinstance(run, RunState):
-        raise CheckpointError(f"{path} is not a jcsp training state")
+    if not isinstance(run, kind):
+        raise CheckpointError(f"{path} is not a jcsp {what}")
     return run
+
+
+def load_state(out: str) -> RunState | None:
+    return read_state(os.path.join(out, "state.pkl"), RunState, "training state")
 
 
 def save_model(out: str, model: ModelConfig, train_config, net, fixed: dict, history: list,

@@ -102,7 +102,7 @@ def _overlap() -> bool:
     return jax.default_backend() != "cpu" or len(os.sched_getaffinity(0)) > 1
 
 
-class Session:
+class Session(seeding.FreshCandidates):
     """One search run: candidate generation, batched relaxation, database, archive.
 
     Drivers use :meth:`walk` and :meth:`walker_rng` (independent walkers, steady
@@ -214,76 +214,6 @@ class Session:
                           "repaired (as many as the budget); check the moves and the "
                           "composition's covalent radii", RuntimeWarning, stacklevel=3)
         return True
-
-    def random_structures(self, n: int, rng: np.random.Generator) -> list[Atoms]:
-        """``n`` fresh candidates of the composition: random symmetric crystals (or
-        random clusters), or, with the search's ``generator``, each with probability
-        ``generator_share`` a structure the generator proposed
-        (:mod:`jcsp.search.seeding`; ``info["origin"]`` = ``"generator"``). ``rng`` is
-        the stream of the generation (:meth:`rng`) or walker (:meth:`walker_rng`) the
-        candidates are for; it names the block of proposals they come from."""
-        if n <= 0:
-            return []
-        if self._proposals is None:
-            return self._random(n, rng)
-        share = self.config.generator_share
-        chosen = np.ones(n, bool) if share >= 1 else rng.random(n) < share
-        randoms = iter(self._random(int(n - chosen.sum()), rng))
-        return [self._proposal(rng) if c else next(randoms) for c in chosen]
-
-    def _proposal(self, rng: np.random.Generator) -> Atoms:
-        """The next generator proposal for the generation or walker step whose stream
-        is ``rng``. One whose relaxed structure is already stored (a resumed run) is a
-        placeholder, never asked of the generator: the session reads the stored one
-        back; a placeholder that has to be relaxed after all is filled in by
-        :meth:`_materialized`."""
-        size = self.population
-        walker = next((w for w, (_, r) in self._walker_rngs.items() if r is rng), None)
-        generation = next((g for g, r in self._generation_rngs.items() if r is rng), None)
-        if walker is not None:
-            step = self._walker_steps[walker]
-            c = self._requests["walk", walker, step]
-            key, index = ("walk", step, c, walker // size), walker % size
-            self._requests["walk", walker, step] += 1
-            stored = self.stored.get(dbm.make_uid(self.config.seed, self.driver, step,
-                                                  walker))
-        elif generation is not None:
-            j = self._requests["gen", generation]
-            key, index = ("gen", generation, j // size), j % size
-            self._requests["gen", generation] += 1
-            uids = [dbm.make_uid(self.config.seed, self.driver, generation, i)
-                    for i in range(min(size, max(self.remaining, 1)))]
-            stored = self.stored.get(uids[0]) if all(u in self.stored for u in uids) \
-                else None
-        else:  # a stream the session did not hand out: order of requests
-            j = self._requests["other"]
-            key, index = ("other", j // size), j % size
-            self._requests["other"] += 1
-            stored = None
-        if stored is None:
-            return self._proposals.take(key, index)
-        placeholder = Atoms(numbers=stored.numbers, positions=stored.positions,
-                            cell=stored.cell, pbc=stored.pbc)
-        placeholder.info.update(labels=list(stored.info.get("labels", self.symbols)),
-                                proposal=(key, index))
-        return placeholder
-
-    def _materialized(self, candidate: Atoms) -> Atoms:
-        """A candidate to relax: a placeholder of :meth:`_proposal` replaced by its
-        proposal, anything else as it is."""
-        if "proposal" in candidate.info and self._proposals is not None:
-            return self._proposals.take(*candidate.info["proposal"])
-        return candidate
-
-    def _random(self, n: int, rng: np.random.Generator) -> list[Atoms]:
-        """``n`` random symmetric crystals (or random clusters) of the composition."""
-        if n <= 0:
-            return []
-        if self.cluster:
-            return generate.random_clusters(self.counts, n, seed=rng,
-                                            symmetry=self.point_groups, jitter=0.03)
-        return generate.random_crystals(self.counts, n, seed=rng, groups=self.space_groups,
-                                        volume=self.config.volume)
 
     def evaluate(self, generation: int, candidates: Sequence[Atoms],
                  parents: Sequence[Sequence[str]] | None = None) -> list[Atoms]:
