@@ -27,7 +27,7 @@ LAYERS = {
     "potentials": 3,
     "derivatives": 4, "capacity": 4,
     "calculator": 5, "ml": 5,
-    "relax": 6, "io": 6, "generative": 6,
+    "relax": 6, "io": 6, "potential_spec": 6, "generative": 6,
     "search": 7,
     "cli": 8, "cli_ml": 8, "cli_generative": 8,
     "__init__": 9, "__main__": 9,
