@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import importlib.metadata
+import re
 import time
 
 import numpy as np
@@ -32,6 +34,9 @@ ORACLE_FORMS = (
     "FILE.toml, MODEL_DIR (wrapped in jcsp.JCSPCalculator)",
     "an ASE calculator object (called in this process, one structure at a time)",
 )
+#: Oldest tblite whose periodic stress is the strain derivative of its energy (0.4.0 is off
+#: by 0.15 eV/Å³ for diamond Si2 with GFN1-xTB; 0.8.0 agrees with finite differences).
+TBLITE_MIN_VERSION = "0.8.0"
 #: Methods of tblite's ASE calculator.
 TBLITE_METHODS = ("GFN1-xTB", "GFN2-xTB", "IPEA1-xTB")
 #: Geometry keys are positions and cells rounded to this many Å.
@@ -174,8 +179,19 @@ def _tblite(options: str, spec: str):
         from tblite.ase import TBLite
     except ImportError as err:
         raise OracleError(f"oracle {spec!r} needs tblite, which is not installed ({err}): "
-                          "pip install tblite  (or pip install 'jcsp[tblite]')") from None
+                          f"pip install 'tblite>={TBLITE_MIN_VERSION}'") from None
+    version = importlib.metadata.version("tblite")
+    if _release(version) < _release(TBLITE_MIN_VERSION):
+        raise OracleError(
+            f"oracle {spec!r}: tblite {version} is installed, but its periodic stress "
+            "disagrees with the derivative of its own energy in small cells (fixed in "
+            f"tblite PR #339): pip install 'tblite>={TBLITE_MIN_VERSION}'")
     return TBLite(method=method, **kwargs)
+
+
+def _release(version: str) -> tuple:
+    """``"0.8.0"`` -> ``(0, 8, 0)``; ``"0.9.0rc1"`` -> ``(0, 9, 0)``."""
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def _gpaw(options: str, spec: str):

@@ -131,27 +131,33 @@ class Oracle:
 
     def _pooled(self, structures, done) -> None:
         """Run in the pool. A worker process that dies (a crash of the oracle's code) breaks
-        the pool: the structures it took down are run again, each alone in a fresh
-        one-worker pool that has first built its calculator (a pool whose workers die on
-        start-up raises :class:`OracleError` instead), and the one that kills its worker
-        again gets a failed label."""
+        the pool: the structures it took down are run again one at a time in a one-worker
+        pool that has first built its calculator (a pool whose workers die on start-up
+        raises :class:`OracleError` instead); the structure that kills that worker gets a
+        failed label, and a fresh one-worker pool takes the rest."""
         if self._pool is None:
             self._pool = self._new_pool(self.workers)
         broken = self._run_in(self._pool, list(enumerate(structures)), done)
-        if broken:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if not broken:
+            return
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        single = None
+        try:
             for i, atoms in broken:
-                start = time.perf_counter()
-                single = self._new_pool(1)
-                try:
+                if single is None:
+                    single = self._new_pool(1)
                     self._check_ready(single)
-                    if self._run_in(single, [(i, atoms)], done):
-                        done(i, failed_label(time.perf_counter() - start,
-                                        "the oracle's worker process died computing this "
-                                        "structure (twice)"))
-                finally:
+                start = time.perf_counter()
+                if self._run_in(single, [(i, atoms)], done):
+                    done(i, failed_label(time.perf_counter() - start,
+                                         "the oracle's worker process died computing this "
+                                         "structure (twice)"))
                     single.shutdown(wait=True, cancel_futures=True)
+                    single = None
+        finally:
+            if single is not None:
+                single.shutdown(wait=True, cancel_futures=True)
 
     def _check_ready(self, pool) -> None:
         """Raise OracleError unless a worker of ``pool`` starts and builds the calculator."""
