@@ -38,6 +38,16 @@ cell outgrew that size is resized and resumed rather than failed. One capacity p
 reuse the compiled code of earlier ones. Bit-for-bit identity holds for the same batch
 shape and static sizes: a failed slot never changes another slot's numbers.
 
+Devices and processes (:mod:`jcsp.sharding`, ``docs/scaling.md``). With several local
+devices the ``B`` slots of a batch are split over all of them (``B`` rounded up to a
+multiple of their number): each device steps its own block of slots with no exchange,
+and the host reads back per-slot results as before. A structure's numbers are those of
+one device: bit for bit in the serial schedule of CPUs, and positions and cells bit for
+bit (energies to a rounding of the last bit) in the vmapped schedule (measured by
+``tests/test_sharding.py``). In a ``jax.distributed`` job, each process relaxes a
+contiguous block of every bucket with the capacity and batch shape the whole bucket
+gives, and the results are exchanged once at the end of the call.
+
 Invalid inputs (:func:`screen`) are set aside before bucketing and come back flagged,
 so the batches, list shapes and numbers of the valid structures are those of a run
 without them. A structure fails during the run (and is frozen and reported with
@@ -62,6 +72,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm import tqdm
 
 from .. import neighbors as nl
+from .. import sharding
 from ..capacity import Capacity, ListSpec
 from ..potentials.base import Potential
 from ..structures.convert import MIN_DISTANCE, StructureError, check_structure, from_atoms
@@ -132,14 +143,20 @@ def _capacity_for(potential, pbc, n_max, skin, headroom=1.0) -> Capacity:
     return table[key]
 
 
+def _mesh():
+    """The mesh the slots are split over: every local device, or None with one."""
+    return sharding.population_mesh() if sharding.local_device_count() > 1 else None
+
+
 def _kernel(potential, capacity: Capacity, batch, n_max, config, relax_cell, pbc,
             dtype) -> Kernel:
     table = _cache(_KERNELS, potential)
+    mesh = _mesh()
     key = (capacity.key, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
-           np.dtype(dtype).name)
+           np.dtype(dtype).name, None if mesh is None else mesh.devices.size)
     if key not in table:
         table[key] = _build_kernel(capacity.sized, potential.cutoff, capacity.lists, config,
-                                   relax_cell, pbc, batch)
+                                   relax_cell, pbc, batch, mesh=mesh)
     return table[key]
 
 
@@ -311,7 +328,7 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
           *, smax: float | None = None, batch_size: int | None = None,
           steps_per_segment: int = 100, progress: bool = False, dtype=None, params=None,
           skin: float | None = None, strict: bool = False, headroom: float = 1.0,
-          _spec: nl.NeighborSpec | None = None) -> list[Atoms]:
+          distribute: bool = True, _spec: nl.NeighborSpec | None = None) -> list[Atoms]:
     """Relax many structures at once (positions and, for crystals, the cell).
 
     Minimises the enthalpy ``H = E + p V`` with FIRE or L-BFGS over the coordinates of
@@ -331,7 +348,9 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
       smax: if given, converge on ``max |F| < fmax`` (eV/Å) and, with the cell, every
         component of ``stress + p I`` below ``smax`` GPa instead.
       batch_size: slots per batch (default: about 4096 atoms, at most the structures of
-        the bucket rounded up to a power of two).
+        the bucket rounded up to a power of two), rounded up to a multiple of the local
+        device count: the slots are split over every device of the process
+        (:mod:`jcsp.sharding`), with the numbers of one device.
       steps_per_segment: iterations per compiled segment between host refills.
       progress: show a tqdm bar over finished structures.
       dtype: float dtype (``jnp.float32`` is the fast choice on accelerators).
@@ -344,6 +363,10 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
         and atom count are sized for the first time. Callers that relax many similar
         batches one after another (searches) pass about 1.5, so later batches reuse the
         first compiled code instead of growing it; the sizes are kept across calls.
+      distribute: in a multi-process job (:func:`jcsp.sharding.initialize`), each
+        process relaxes a contiguous block of every bucket and all processes return
+        every result (exchanged once at the end), so every process must make the same
+        call; False relaxes everything here, for calls only some processes make.
 
     Returns:
       One new ``ase.Atoms`` per input, in input order, with a ``SinglePointCalculator``
@@ -373,6 +396,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
       >>> best = min(out, key=lambda a: a.info["enthalpy"] / len(a))
     """
     _check_arguments(structures, potential)
+    if not isinstance(distribute, bool):
+        raise ValueError(f"distribute must be True or False, got {distribute!r}")
     n = len(structures)
     p_gpa = _pressures(pressure, n)
     opts = _options(potential, fmax=fmax, smax=smax, optimizer=optimizer, max_steps=max_steps,
@@ -399,19 +424,30 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
                dtype=dtype, targets=targets, batch_size=batch_size,
                steps_per_segment=steps_per_segment, skin=opts["skin"],
                headroom=headroom, spec=_spec)
-    with tqdm(total=n_valid, disable=not progress, desc="relax", unit="structure") as bar:
+    split = distribute and jax.process_count() > 1
+    owned: list = []  # the structures this process relaxes
+    with tqdm(total=n_valid, disable=not progress or not sharding.is_writer(), desc="relax",
+              unit="structure") as bar:
         for pbc, members in groups.items():
             for n_max, local in bucket_indices([len(structures[i]) for i in members]).items():
                 index = [members[k] for k in local]
-                _relax_bucket(job, structures, index, n_max, pbc, out, bar)
+                mine = sharding.process_block(len(index)) if split else np.arange(len(index))
+                owned.extend(index[k] for k in mine)
+                _relax_bucket(job, structures, index, mine, n_max, pbc, out, bar)
+    if split:  # every process ends with every result (one collective per call)
+        for part in sharding.allgather_objects({i: out[i] for i in owned}):
+            for i, atoms in part.items():
+                out[i] = atoms
     return out
 
 
 def _batch_for(count: int, n_max: int, batch_size) -> int:
-    if batch_size is not None:
-        return batch_size
-    cap = max(1, TARGET_ATOMS // n_max)
-    return min(cap, 1 << (count - 1).bit_length())
+    """Slots of a bucket of ``count`` structures: ``batch_size`` or the automatic size,
+    rounded up to a multiple of the local device count."""
+    if batch_size is None:
+        cap = max(1, TARGET_ATOMS // n_max)
+        batch_size = min(cap, 1 << (count - 1).bit_length())
+    return sharding.round_batch(batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -557,6 +593,7 @@ class _Bucket:
         batch = self.batch
         if not kernel_module.serial_schedule() and batch >= MIN_SHRINK and 0 < occupied.size <= batch // 4:
             narrow = max(MIN_SHRINK // 4, 1 << int(np.ceil(np.log2(2 * occupied.size))))
+            narrow = min(batch, sharding.round_batch(narrow))
             keep = np.concatenate([occupied, np.nonzero(self.holder < 0)[0]])[:narrow]
             self.slots = jax.tree_util.tree_map(lambda x: x[keep], self.slots)
             self.holder = self.holder[keep]
@@ -587,15 +624,19 @@ def _bucket_capacity(job: _Job, pbc, n_max, pop) -> Capacity:
     return capacity
 
 
-def _relax_bucket(job: _Job, structures, index, n_max, pbc, out, bar):
-    """Stream the structures ``index`` (one shape bucket) through fixed slots."""
+def _relax_bucket(job: _Job, structures, index, mine, n_max, pbc, out, bar):
+    """Stream the structures ``index`` (one shape bucket) through fixed slots; only the
+    positions ``mine`` of ``index`` (this process's block) are relaxed here, with the
+    capacity and batch that the whole bucket gives (those of a single process)."""
     pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=job.dtype,
                      validate=False)
     pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
     capacity = _bucket_capacity(job, pbc, n_max, pop)
+    if not len(mine):
+        return
     bucket = _Bucket(job, n_max, pbc, _batch_for(len(index), n_max, job.batch_size), capacity)
     per = {k: np.asarray(v)[index] for k, v in job.targets.items()}
-    queue = collections.deque(range(len(index)))
+    queue = collections.deque(int(k) for k in mine)
 
     def fill():
         take = np.array([queue.popleft() for _ in range(min(bucket.n_free, len(queue)))], int)

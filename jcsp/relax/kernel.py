@@ -5,6 +5,13 @@ the compiled ``segment`` (many optimizer steps with per-slot masks, Verlet-list 
 and failure detection) and ``refill`` functions for one potential, list spec, batch shape
 and optimizer. Everything here is safe under jit; the host-side orchestration (bucketing,
 streaming, reallocation, caching) lives in :mod:`jcsp.relax.driver`.
+
+Several devices (:mod:`jcsp.sharding`): given a mesh, the slots are split over its one
+axis and ``segment`` and ``refill`` run per device under :func:`jax.shard_map`, each on
+its own block of slots. Nothing per slot crosses devices; the only communication is, in
+the vmapped schedule, one sum of three integers per iteration so that every device
+stops at the iteration one device would (the same segment boundaries, hence the same
+numbers). The serial schedule communicates nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import PartitionSpec
 
 from .. import neighbors as nl
+from .. import sharding
 from ..capacity import ListSpec
 from ..derivatives import evaluate_with
 from ..potentials.base import Potential
@@ -134,7 +143,8 @@ def serial_schedule() -> bool:
 
 class Kernel(NamedTuple):
     """The compiled functions of one shape (``segment``, ``refill``), and ``blank``,
-    which gives zero-filled :class:`Slots` of the right shapes without compiling."""
+    which gives zero-filled :class:`Slots` of the right shapes without compiling (on
+    the mesh's devices, split over the population axis, when there is a mesh)."""
 
     segment: object
     refill: object
@@ -143,13 +153,22 @@ class Kernel(NamedTuple):
 
 def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
                   relax_cell: bool, pbc: tuple, batch: int, *,
-                  serial: bool | None = None) -> Kernel:
+                  serial: bool | None = None, mesh=None) -> Kernel:
+    """The kernel of one shape; ``mesh``: a :func:`jcsp.sharding.population_mesh` of
+    several devices to split the ``batch`` slots over (a multiple of its size), or
+    None (one device)."""
     spec = lists.skin
     serial = serial_schedule() if serial is None else bool(serial)
     periodic = any(pbc)
     cell_dofs = relax_cell and periodic
     opt = fire(config) if isinstance(config, FireConfig) else lbfgs(config)
-    chunk = max(1, batch // 8)
+    if mesh is not None and mesh.size == 1:
+        mesh = None
+    if mesh is not None and batch % mesh.size:
+        raise ValueError(f"a batch of {batch} slots cannot be split evenly over "
+                         f"{mesh.size} devices; use a multiple of {mesh.size}")
+    local = batch if mesh is None else batch // mesh.size  # slots per device
+    chunk = max(1, local // 8)
 
     def build(frac, cell, mask):
         return nl.build(spec, frac, cell, mask, pbc)
@@ -182,8 +201,8 @@ def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
 
         def body(carry):
             nbrs, todo = carry
-            idx = jnp.nonzero(todo, size=chunk, fill_value=batch)[0]
-            take = jnp.minimum(idx, batch - 1)
+            idx = jnp.nonzero(todo, size=chunk, fill_value=local)[0]
+            take = jnp.minimum(idx, local - 1)
             new = jax.vmap(build)(t.frac[take], t.cell[take], s.mask[take])
             nbrs = jax.tree_util.tree_map(lambda o, n: o.at[idx].set(n, mode="drop"), nbrs, new)
             return nbrs, todo.at[idx].set(False, mode="drop")
@@ -288,8 +307,11 @@ def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
 
         def cond(carry):
             i, s = carry
-            n_free = jnp.sum(~s.live)
-            return (i < n_steps) & jnp.any(s.live) & ~jnp.any(s.overflow) & (n_free < free_target)
+            # live, overflowed and free slots of the whole batch (all devices)
+            tally = jnp.stack([jnp.sum(s.live), jnp.sum(s.overflow), jnp.sum(~s.live)])
+            if mesh is not None:
+                tally = jax.lax.psum(tally, sharding.AXIS)
+            return (i < n_steps) & (tally[0] > 0) & (tally[1] == 0) & (tally[2] < free_target)
 
         def body(carry):
             i, s = carry
@@ -316,7 +338,28 @@ def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
         key = tuple((a.shape, str(a.dtype)) for a in args)
         if key not in shapes:
             shapes[key] = jax.eval_shape(jax.vmap(fresh), *args)
-        return jax.device_put(jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
-                                                     shapes[key]))
+        zeros = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes[key])
+        if mesh is not None:
+            return sharding.shard_population(zeros, mesh)
+        return jax.device_put(zeros)
 
-    return Kernel(segment=jax.jit(segment), refill=jax.jit(refill), blank=blank)
+    if mesh is None:
+        return Kernel(segment=jax.jit(segment), refill=jax.jit(refill), blank=blank)
+    # One block of slots per device: every per-slot array is split on its leading axis,
+    # the parameters and the two loop limits are the same everywhere.
+    split, whole = PartitionSpec(sharding.AXIS), PartitionSpec()
+    # check_vma=False: the loops' carries mix per-device slots with shared counters, which
+    # the varying-axes type check would reject; every output is per device by design.
+    segment_sharded = jax.jit(jax.shard_map(segment, mesh=mesh, in_specs=(whole, split, whole, whole),
+                                            out_specs=split, check_vma=False))
+    refill_sharded = jax.jit(jax.shard_map(refill, mesh=mesh, in_specs=split, out_specs=split,
+                                           check_vma=False))
+
+    def segment_on_mesh(params, slots: Slots, n_steps, free_target) -> Slots:
+        return segment_sharded(sharding.replicate(params, mesh),
+                               sharding.shard_population(slots, mesh), n_steps, free_target)
+
+    def refill_on_mesh(slots: Slots, select, *args) -> Slots:
+        return refill_sharded(*sharding.shard_population((slots, select) + args, mesh))
+
+    return Kernel(segment=segment_on_mesh, refill=refill_on_mesh, blank=blank)

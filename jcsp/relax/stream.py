@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from ase import Atoms
 
+from .. import sharding
 from ..potentials.base import Potential
 from ..structures import population
 from ..structures.convert import from_atoms
@@ -51,7 +52,8 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
       potential, fmax, pressure, relax_cell, optimizer, max_steps, smax,
         steps_per_segment, dtype, params, skin, headroom: as in :func:`~.driver.relax`
         (``pressure``: one number, GPa).
-      batch_size: the number of slots.
+      batch_size: the number of slots, rounded up to a multiple of the local device
+        count (:mod:`jcsp.sharding`: the slots are split over every local device).
       overlap: start each segment before handing back the results of the previous one
         (JAX runs it asynchronously), so the caller's work on them (a search's
         recording and next candidates) runs while the device relaxes; the structures
@@ -78,7 +80,7 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     """
     if not isinstance(potential, Potential):
         raise ValueError(f"potential must be a jcsp potential, got {type(potential).__name__}")
-    batch_size = _integer(batch_size, "batch_size", 1)
+    batch_size = sharding.round_batch(_integer(batch_size, "batch_size", 1))
     p_ev = float(gpa_to_ev_per_a3(_pressures(pressure, 1)[0]))
     opts = _options(potential, fmax=fmax, smax=smax, optimizer=optimizer, max_steps=max_steps,
                     steps_per_segment=steps_per_segment, batch_size=batch_size,
