@@ -5,9 +5,9 @@ from .checkpoint import CheckpointError, load
 from .data import DataError, read_structures
 from .domain import Domain, extrapolation_grades
 from .model import Backbone, EnergyNet, ModelConfig
-from .potential import Committee, EquivariantPotential
+from .potential import Committee, EquivariantPotential, GuardedCommittee
 from .training import TrainConfig, train
 
-__all__ = ["Backbone", "CheckpointError", "Committee", "DataError", "Domain", "EnergyNet",
+__all__ = ["Backbone", "CheckpointError", "Committee", "GuardedCommittee", "DataError", "Domain", "EnergyNet",
            "EquivariantPotential", "ModelConfig", "TrainConfig", "extrapolation_grades", "load",
            "read_structures", "train"]

@@ -140,3 +140,38 @@ class Committee(_Network):
         k = self.committee_size
         return (f"Committee(size={k}, {self._describe()}, parameters per member="
                 f"{self.n_parameters // max(k, 1)})")
+
+
+class GuardedCommittee(Committee):
+    """A committee whose energy turns NaN where its members disagree too much.
+
+    The energy is the committee mean, as for :class:`Committee`, while the spread of the
+    members' energies per atom, ``std_k(sum_i e_ki) / N`` (eV/atom), stays at or below
+    ``params["max_spread"]``; above it every per-atom energy is NaN. A relaxation
+    (:func:`jcsp.relax`, any search) treats a non-finite energy as a failure and
+    freezes that structure at the geometry where it happened, so a relaxation that
+    walks out of what the committee knows stops there, and the structure comes back
+    failed, with that geometry, for labelling by the reference method
+    (:mod:`jcsp.search.active`). The threshold is a parameter, not static: changing it
+    (or the weights) never recompiles.
+
+    Args:
+      config: the network's configuration.
+      params: a committee's parameters plus ``"max_spread"`` (eV/atom, a scalar).
+    """
+
+    def member_params(self, params):
+        return super().member_params({k: v for k, v in params.items() if k != "max_spread"})
+
+    def spread(self, params, graph: Graph):
+        """Standard deviation of the members' energies per atom (eV/atom, a scalar)."""
+        totals = jnp.sum(jnp.where(graph.mask, self.member_energies(params, graph), 0.0), axis=1)
+        return jnp.std(totals) / jnp.maximum(jnp.sum(graph.mask), 1)
+
+    def energies(self, params, graph: Graph):
+        mean = super().energies(params, graph)
+        trusted = self.spread(params, graph) <= params["max_spread"]
+        return jnp.where(trusted, mean, jnp.nan)
+
+    def __repr__(self) -> str:
+        return "Guarded" + super().__repr__()

@@ -82,6 +82,10 @@ class TrainConfig:
         an element without such structures or a tabulated value falls back to least
         squares. ``"fit"``: least squares for all. Models without a free-atom zero
         always use least squares.
+      clock_after_compile: ``max_time`` does not count the compilation of the training
+        step and of the validation (their first calls in this process), for short
+        trainings repeated on growing data, such as the rounds of an active-learning
+        search (:mod:`jcsp.search.active`), where compilation would eat the budget.
     """
 
     epochs: int = 250
@@ -107,10 +111,11 @@ class TrainConfig:
     dtype: str = "float32"
     isolated_energies: tuple = ()
     free_atoms: str = "cohesive"
+    clock_after_compile: bool = False
 
     def __setstate__(self, state: dict):
         # Unpickled from a training state saved before ``free_atoms`` existed.
-        self.__dict__.update({"free_atoms": "fit", **state})
+        self.__dict__.update({"free_atoms": "fit", "clock_after_compile": False, **state})
 
     def __post_init__(self):
         pairs = self.isolated_energies
@@ -334,7 +339,7 @@ def force_scale(labels: Labels) -> float:
 
 def train(train_structures: list, valid_structures: list | None, model: ModelConfig,
           cfg: TrainConfig, out: str, *, progress: bool = True,
-          log: Callable[[str], None] = print) -> "checkpoint.Trained":
+          log: Callable[[str], None] = print, warm_start=None) -> "checkpoint.Trained":
     """Train (or resume) a potential or committee and save it to ``out``.
 
     Args:
@@ -345,6 +350,12 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
         ``avg_neighbors`` measured on it.
       cfg: optimisation settings.
       out: output directory (created; an existing checkpoint there is resumed).
+      warm_start: the network weights to start from instead of random ones (a trained
+        potential's ``params["net"]``; for a committee, stacked on the member axis with
+        ``cfg.committee`` members), with ``model`` the configuration they belong to,
+        kept as it is (species, ``avg_neighbors`` and ``inner_cutoff`` are not
+        re-measured, so a potential retrained on more data keeps its static shape and
+        a relaxation compiled for it is reused). Ignored when ``out`` is resumed.
 
     Returns:
       The trained potential (final EMA weights, or those of the best validated epoch if
@@ -370,6 +381,10 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
             raise checkpoint.CheckpointError(
                 f"{out} holds a run with different settings ({resumed.train_config}); "
                 "use another output directory or the same settings to resume")
+    elif warm_start is not None:
+        if not set(species) <= set(model.species or ()):
+            raise ValueError(f"warm_start: the data has species {species} beyond the model's "
+                             f"{model.species}")
     else:
         model = dataclasses.replace(model, species=species,
                                     avg_neighbors=average_neighbors(train_labels, model.cutoff),
@@ -385,9 +400,18 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
     tx = _optimizer(cfg)
     members = cfg.committee
     if resumed is None:
-        keys = jax.random.split(jax.random.PRNGKey(cfg.seed), members)
-        nets = [init_params(model, k, dtype=dtype) for k in keys]
-        net = jax.tree.map(lambda *x: jnp.stack(x), *nets)
+        if warm_start is None:
+            keys = jax.random.split(jax.random.PRNGKey(cfg.seed), members)
+            nets = [init_params(model, k, dtype=dtype) for k in keys]
+            net = jax.tree.map(lambda *x: jnp.stack(x), *nets)
+        else:
+            net = jax.tree.map(lambda x: jnp.asarray(x, dtype), warm_start)
+            single = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+            if members == 1 and jax.tree.leaves(net)[0].ndim == jax.tree.leaves(single)[0].ndim:
+                net = jax.tree.map(lambda x: x[None], net)
+            if jax.tree.leaves(net)[0].shape[0] != members:
+                raise ValueError(f"warm_start has {jax.tree.leaves(net)[0].shape[0]} members, "
+                                 f"the settings ask for {members}")
         state = State(net, jax.vmap(tx.init)(net), net, jnp.zeros((), jnp.int32))
         history, best_loss, best_net, epoch0, elapsed0 = [], np.inf, net, 0, 0.0
         rngs = [np.random.default_rng([cfg.seed, m]) for m in range(members)]
@@ -420,10 +444,18 @@ def train(train_structures: list, valid_structures: list | None, model: ModelCon
             groups = [p[i % len(p)] for p in plans]
             batch = jax.device_put(_stack([to_host(packer.batch(train_labels, g, cache), dtype)
                                            for g in groups]))
+            first = cfg.clock_after_compile and epoch == epoch0 and i == 0
+            t_call = time.perf_counter()
             state, metrics = step(state, fixed, batch, jnp.asarray(learning_rate(cfg, prog), dtype),
                                   jnp.asarray(loss_weights(cfg, prog), dtype))
+            if first:  # the first call compiles: keep it off the clock
+                jax.block_until_ready(state)
+                t_start += time.perf_counter() - t_call
             losses.append(metrics["loss"])  # read at the end of the epoch: no sync per step
+        t_call = time.perf_counter()
         valid = score_set(score, state.ema, fixed, packer, valid_labels, dtype, cache)
+        if cfg.clock_after_compile and epoch == epoch0:
+            t_start += time.perf_counter() - t_call
         # Model selection: energy and force errors in units of the accuracy one asks of
         # a DFT surrogate (select_energy eV/atom ~ select_forces eV/Å), so that neither
         # dominates (the loss reweights energy in its last phase).

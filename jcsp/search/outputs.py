@@ -45,6 +45,8 @@ class SearchResult:
         mean fraction of slots relaxing a structure over the optimizer steps run.
       n_failed: relaxations that failed (an invalid structure, a relaxation that broke
         down, or one set aside by ``max_grade``), read-back ones included; never ranked.
+      failed: those failed relaxations (``info`` ``failure_reason`` and ``error``, the
+        geometry where the relaxation stopped), in the order they finished.
       n_extrapolated: relaxed structures set aside as outside an ML potential's
         training domain (``max_grade``), read-back ones included.
       n_discarded: candidates that :func:`jcsp.search.repair.repair` could not make
@@ -69,6 +71,7 @@ class SearchResult:
     n_batches: int = 0
     occupancy: float = math.nan
     n_failed: int = 0
+    failed: list = dataclasses.field(default_factory=list)
     n_extrapolated: int = 0
     n_discarded: int = 0
     n_generated: int = 0

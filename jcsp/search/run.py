@@ -142,6 +142,7 @@ class Session(seeding.FreshCandidates):
             self.stored = {a.info["uid"]: a for a in dbm.read_all(db) if "uid" in a.info}
         self.n_relaxations = 0
         self.n_failed = 0
+        self.failed: list[Atoms] = []  # failed relaxations, read-back ones included
         self.n_extrapolated = 0
         self.n_discarded = 0
         self.history: list[float] = []
@@ -491,6 +492,8 @@ class Session(seeding.FreshCandidates):
             counted += 1
             self.n_relaxations += 1
             self.n_failed += bool(atoms.info["failed"])
+            if atoms.info["failed"]:
+                self.failed.append(atoms)
             self.n_generated += atoms.info.get("origin") == seeding.ORIGIN
             self.n_extrapolated += "extrapolation_grade" in atoms.info and \
                 atoms.info["extrapolation_grade"] > (self.config.max_grade or math.inf)
@@ -655,7 +658,8 @@ def search(composition: str | SearchConfig, potential: Potential, *,
                           out=out, n_batches=session.n_batches,
                           occupancy=(session.slot_fraction / session.n_batches
                                      if session.n_batches else math.nan),
-                          n_failed=session.n_failed, n_extrapolated=session.n_extrapolated,
+                          n_failed=session.n_failed, failed=session.failed,
+                          n_extrapolated=session.n_extrapolated,
                           n_discarded=session.n_discarded,
                           n_generated=session.n_generated,
                           n_generator_failures=(session._proposals.n_failures
