@@ -46,7 +46,8 @@ phonopy does). The autodiff Hessian obeys translation invariance to round-off, s
 three acoustic modes come out near zero without any projection.
 
 Input structures should be relaxed (forces near zero; any stress is allowed and enters
-``B`` as above). Structures with residual forces above ``force_tol`` get a warning; a
+``B`` as above, but a stress other than the expected ``-pressure`` gets a warning).
+Structures with residual forces above ``force_tol`` get a warning; a
 structure whose position Hessian has a negative curvature (a saddle point, not a
 crystal that can exist) gets NaN relaxed-ion constants and a warning.
 
@@ -89,6 +90,8 @@ THZ_PER_SQRT_EV_A2_AMU = 1e-12 * np.sqrt(1.602176634e-19 / (1e-20 * 1.6605390666
     2.0 * np.pi)
 #: Default largest residual force (eV/Å) of a structure called relaxed.
 FORCE_TOL = 1e-3
+#: Default largest deviation (GPa) of a relaxed cell's stress from ``-pressure``.
+STRESS_TOL = 0.01
 #: Default tolerance (THz) below which a negative (imaginary) frequency counts as zero.
 FREQUENCY_TOL = 0.05
 
@@ -217,9 +220,23 @@ def _check_relaxed(forces: np.ndarray, mask: np.ndarray, force_tol: float) -> No
                       RuntimeWarning, stacklevel=3)
 
 
+def _check_stress(stress: np.ndarray, pressure, stress_tol: float) -> None:
+    target = -np.broadcast_to(np.asarray(pressure, float), stress.shape[:1])
+    excess = np.abs(stress * EV_PER_A3_IN_GPA - target[:, None, None] * np.eye(3))
+    excess = excess.max(axis=(1, 2))
+    bad = np.flatnonzero(excess > stress_tol)
+    if bad.size:
+        warnings.warn(f"structures {bad.tolist()} are not relaxed at the given pressure "
+                      f"(stress off by up to {excess[bad].max():.3g} GPa > stress_tol="
+                      f"{stress_tol} GPa): their elastic constants are those of the "
+                      "stressed cell; relax the cell at that pressure first, or pass "
+                      "pressure=None if the load is intended", RuntimeWarning, stacklevel=3)
+
+
 def elastic_constants(structures, potential: Potential, *, relaxed_ions: bool = True,
-                      params=None, force_tol: float = FORCE_TOL,
-                      curvature_tol: float = 1e-6) -> np.ndarray:
+                      params=None, pressure=0.0, force_tol: float = FORCE_TOL,
+                      stress_tol: float = STRESS_TOL, curvature_tol: float = 1e-6
+                      ) -> np.ndarray:
     """Elastic constants ``C_ab = dsigma_a / de_b`` of relaxed crystals, GPa (host side).
 
     Args:
@@ -230,7 +247,12 @@ def elastic_constants(structures, potential: Potential, *, relaxed_ions: bool = 
       relaxed_ions: let the atoms relax under the strain (the internal-strain
         correction); false gives the clamped-ion (homogeneous deformation) constants.
       params: parameters to use instead of ``potential.params``.
+      pressure: GPa the cells were relaxed at (one number or one per structure); only
+        checked: a warning names the structures whose stress differs from ``-pressure``
+        by more than ``stress_tol`` in some component. ``None`` skips the check (cells
+        under a non-hydrostatic load on purpose). The result is the same either way.
       force_tol: largest force (eV/Å) of a relaxed structure; above it a warning.
+      stress_tol: GPa, see ``pressure``.
       curvature_tol: position-Hessian eigenvalues (eV/Å², translations removed) below
         ``-curvature_tol`` mark a saddle point (NaN result and a warning); those within
         ``±curvature_tol`` are free internal motions the strain does not couple to and
@@ -252,6 +274,8 @@ def elastic_constants(structures, potential: Potential, *, relaxed_ions: bool = 
     n_atoms = np.asarray(pop.mask).sum(axis=1)
     mask = np.asarray(pop.mask)
     _check_relaxed(d.forces, mask, force_tol)
+    if pressure is not None:
+        _check_stress(d.stress, pressure, stress_tol)
     volume = np.abs(np.linalg.det(np.asarray(pop.cell, float)))
     out = np.array(d.elastic, float)
     saddles = []
