@@ -208,6 +208,17 @@ def test_single_point_checks_shapes():
     assert not label.ok and "forces of shape" in label.error
 
 
+def test_the_energy_is_the_force_consistent_one():
+    class Smeared(LennardJones):  # as DFT with smearing: free_energy != energy
+        def calculate(self, *args, **kwargs):
+            super().calculate(*args, **kwargs)
+            self.results["free_energy"] = self.results["energy"] - 0.1
+
+    atoms = lj_structures(1)[0]
+    label = single_point(Smeared(sigma=1.0, epsilon=1.0, rc=2.5), atoms)
+    assert label.energy == pytest.approx(reference(atoms)[0] - 0.1, abs=1e-12)
+
+
 # --- the store --------------------------------------------------------------------------------
 def test_store_never_repeats_a_call(tmp_path):
     a, b, c = lj_structures(3)
@@ -269,8 +280,9 @@ def test_sigkill_mid_batch_keeps_every_returned_label(tmp_path):
     db = tmp_path / "oracle.db"
     root = os.path.dirname(os.path.dirname(jcsp.__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, root]))
+    log = open(tmp_path / "child.err", "w")
     child = subprocess.Popen([sys.executable, str(script), str(db)], stdout=subprocess.PIPE,
-                             text=True, env=env, start_new_session=True)
+                             stderr=log, text=True, env=env, start_new_session=True)
     stored = []
     try:
         for line in child.stdout:
@@ -282,7 +294,9 @@ def test_sigkill_mid_batch_keeps_every_returned_label(tmp_path):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=60)
-    assert len(stored) == 3 and child.returncode == -signal.SIGKILL
+        log.close()
+    assert len(stored) == 3, (tmp_path / "child.err").read_text()[-3000:]
+    assert child.returncode == -signal.SIGKILL
 
     store = LabelStore(db)  # no lock file left behind: opens at once
     structures = lj_structures(8)

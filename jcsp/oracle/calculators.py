@@ -54,7 +54,8 @@ class Label:
     """One oracle single point.
 
     Attributes:
-      energy: eV (None when the call failed).
+      energy: eV (None when the call failed); the force-consistent (free) energy when the
+        calculator gives one (``free_energy``, e.g. DFT with smearing), else ``energy``.
       forces: [N, 3] eV/Å (None when the call failed).
       stress: [6] eV/Å³, ASE's sign and Voigt order (xx, yy, zz, yz, xz, xy); None for
         structures that are not periodic in all three directions, calculators without
@@ -100,10 +101,20 @@ def single_point(calc, atoms: Atoms) -> Label:
     atoms.calc = calc
     start = time.perf_counter()
     try:
-        energy = float(atoms.get_potential_energy())
+        properties = getattr(calc, "implemented_properties", ())
+        # The energy the forces are derivatives of: DFT codes with smearing give it as
+        # free_energy (VASP's TOTEN); "energy" may be extrapolated to zero smearing.
+        energy = None
+        if "free_energy" in properties:
+            try:
+                energy = float(atoms.get_potential_energy(force_consistent=True))
+            except PropertyNotImplementedError:
+                energy = None
+        plain = float(atoms.get_potential_energy())  # also checked for being finite
+        energy = plain if energy is None else energy
         forces = np.array(atoms.get_forces(), dtype=np.float64)
         stress = None
-        if all(atoms.pbc) and "stress" in getattr(calc, "implemented_properties", ("stress",)):
+        if all(atoms.pbc) and (not properties or "stress" in properties):
             try:
                 stress = np.array(atoms.get_stress(voigt=True), dtype=np.float64)
             except (PropertyNotImplementedError, NotImplementedError):
@@ -118,8 +129,8 @@ def single_point(calc, atoms: Atoms) -> Label:
         problem = f"forces of shape {forces.shape}, expected ({len(atoms)}, 3)"
     elif stress is not None and stress.shape != (6,):
         problem = f"stress of shape {stress.shape}, expected (6,) in Voigt order"
-    elif not np.isfinite(energy):
-        problem = f"non-finite energy ({energy})"
+    elif not (np.isfinite(energy) and np.isfinite(plain)):
+        problem = f"non-finite energy ({plain}, free energy {energy})"
     elif not np.all(np.isfinite(forces)):
         problem = "non-finite forces"
     elif stress is not None and not np.all(np.isfinite(stress)):
