@@ -54,7 +54,8 @@ def _env_int(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise ValueError(f"environment variable {name} must be an integer, "
+                         f"got {value!r}") from None
 
 
 def detected_launcher() -> str | None:
@@ -79,7 +80,8 @@ def detected_launcher() -> str | None:
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, force: bool = False) -> bool:
+               process_id: int | None = None, *, local_device_ids=None,
+               force: bool = False) -> bool:
     """Start :mod:`jax.distributed` if this is a multi-process job (host side).
 
     Call it once, first thing, before any other JAX work (JAX requires that). With
@@ -91,6 +93,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       coordinator_address: ``host:port`` of process 0 (reachable by every process).
       num_processes: number of processes of the job.
       process_id: this process's rank, 0 .. ``num_processes - 1``.
+      local_device_ids: the devices (GPU indices) this process uses. Default: under
+        SLURM or Open MPI, JAX's choice, the one GPU of the process's local rank (launch
+        one process per GPU); with a manual launch or explicit arguments, all visible
+        devices. One process per node driving all its GPUs under SLURM passes them all,
+        e.g. ``[0, 1, 2, 3]``.
       force: initialise even when the environment shows no launcher (JAX's own cluster
         detection then decides, e.g. on Cloud TPU).
 
@@ -103,7 +110,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     Example:
       >>> import jcsp.sharding
       >>> jcsp.sharding.initialize()   # under srun / mpirun; a no-op on a laptop
-      >>> res = jcsp.search("Si8", sw, budget=2000, out="run" if jcsp.sharding.is_writer() else None)
+      >>> writer = jcsp.sharding.is_writer()
+      >>> res = jcsp.search("Si8", sw, budget=2000, out="run" if writer else None)
     """
     given = [coordinator_address is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
@@ -116,7 +124,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise ValueError(f"process_id must be in 0..{num_processes - 1} and num_processes "
                              f">= 1, got {process_id} of {num_processes}")
-        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   local_device_ids=local_device_ids)
     else:
         launcher = detected_launcher()
         if launcher == "manual":
@@ -124,9 +133,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             if rank is None:
                 raise ValueError(f"{ENV_PROCESS_ID} must be set (this process's rank) when "
                                  f"{ENV_NUM_PROCESSES} is")
-            jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], count, rank)
+            jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], count, rank,
+                                       local_device_ids=local_device_ids)
         elif launcher is not None or force:
-            jax.distributed.initialize()
+            jax.distributed.initialize(local_device_ids=local_device_ids)
         else:
             return False
     return jax.process_count() > 1
@@ -230,6 +240,37 @@ def allgather_objects(obj) -> list:
     return [pickle.loads(blobs[k, : int(sizes[k])].tobytes()) for k in range(len(sizes))]
 
 
+def run_on_writer(fn, *args, share: bool = False):
+    """``fn(*args)`` in the writing process only (:func:`is_writer`); an exception it
+    raises is raised in every process, so all processes fail together instead of some
+    waiting forever at their next collective.
+
+    A collective with several processes. Returns ``fn``'s value in the writer and, in
+    the others, that value too with ``share`` (it must be picklable: e.g. the
+    structures a resumed run read from its database) or None.
+
+    Example:
+      >>> db = sharding.run_on_writer(open_run, path, record)       # None elsewhere
+      >>> stored = sharding.run_on_writer(read_stored, db, share=True)  # everywhere
+    """
+    if jax.process_count() == 1:
+        return fn(*args)
+    value, error = None, None
+    if is_writer():
+        try:
+            value = fn(*args)
+        except Exception as err:  # raised everywhere below
+            error = err
+            try:
+                pickle.dumps(error)
+            except Exception:  # an exception that cannot travel: its type and message
+                error = RuntimeError(f"{type(err).__name__}: {err}")
+    sent = allgather_objects((value if share else None, error) if is_writer() else None)[0]
+    if sent[1] is not None:
+        raise sent[1]
+    return value if is_writer() else sent[0]
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier ``name`` (no-op with one process)."""
     if jax.process_count() > 1:
@@ -238,4 +279,5 @@ def barrier(name: str) -> None:
 
 __all__ = ["AXIS", "allgather_objects", "barrier", "detected_launcher", "initialize",
            "is_writer", "local_device_count", "population_mesh", "population_sharding",
-           "process_block", "replicate", "replicated", "round_batch", "shard_population"]
+           "process_block", "replicate", "replicated", "round_batch", "run_on_writer",
+           "shard_population"]

@@ -91,6 +91,14 @@ WORKER = textwrap.dedent('''
                           cluster=True, seed=3, cluster_symmetry=False)
         out[algorithm] = (numbers(res.structures), np.asarray(res.history), res.n_relaxations)
     out["placed"] = placed
+    if mode == "process":  # the writer's error reaches every process, and its value
+        try:
+            sharding.run_on_writer(lambda: 1 / 0)
+        except ZeroDivisionError:
+            out["raised"] = True
+        out["shared"] = sharding.run_on_writer(lambda: {"rank": jax.process_index()},
+                                               share=True)
+        out["kept"] = sharding.run_on_writer(lambda: jax.process_index())
     pickle.dump(out, open(path, "wb"))
 ''')
 
@@ -188,6 +196,9 @@ def test_two_processes_split_the_work_and_return_the_single_process_results(runs
     jobs = [_start(tmp_path, f"rank{k}", 1, "process", address, str(k)) for k in range(2)]
     ranks = [_finish(job) for job in jobs]
     assert [r["process"] for r in ranks] == [0, 1]
+    assert all(r["raised"] for r in ranks)
+    assert [r["shared"] for r in ranks] == [{"rank": 0}] * 2
+    assert [r["kept"] for r in ranks] == [0, None]
     # each relaxed its own contiguous block of the 10 crystals, and got them all back
     assert [r["lj_relaxed_here"] for r in ranks] == [5, 5]
     assert single["lj_relaxed_here"] == 10

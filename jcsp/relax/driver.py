@@ -42,11 +42,14 @@ Devices and processes (:mod:`jcsp.sharding`, ``docs/scaling.md``). With several 
 devices the ``B`` slots of a batch are split over all of them (``B`` rounded up to a
 multiple of their number): each device steps its own block of slots with no exchange,
 and the host reads back per-slot results as before. A structure's numbers are those of
-one device: bit for bit in the serial schedule of CPUs, and positions and cells bit for
-bit (energies to a rounding of the last bit) in the vmapped schedule (measured by
-``tests/test_sharding.py``). In a ``jax.distributed`` job, each process relaxes a
-contiguous block of every bucket with the capacity and batch shape the whole bucket
-gives, and the results are exchanged once at the end of the call.
+one device: bit for bit for the Lennard-Jones crystals of ``tests/test_sharding.py`` in
+the serial schedule of CPUs, otherwise to the last bits (XLA compiles the partitioned
+program with other floating-point rewrites, and the vmapped schedule vectorises another
+batch width: 1.9e-12 Å for Stillinger-Weber silicon in
+``experiments/results/bench_scaling.json``). In a ``jax.distributed`` job, each process
+relaxes a contiguous block of every bucket, with the neighbor capacity the whole bucket
+gives and its share of the batch (``B / processes`` slots), and the results are
+exchanged once at the end of the call.
 
 Invalid inputs (:func:`screen`) are set aside before bucketing and come back flagged,
 so the batches, list shapes and numbers of the valid structures are those of a run
@@ -89,7 +92,7 @@ from .kernel import (MAX_FORCE, MAX_VOLUME_RATIO, MIN_VOLUME_PER_ATOM, REASONS, 
                      TRACE_COUNTS, Kernel, Slots, _build_kernel)
 from . import kernel as kernel_module
 
-#: Atoms per batch the automatic batch size aims for.
+#: Atoms per batch and local device the automatic batch size aims for.
 TARGET_ATOMS = 4096
 #: Batches at least this wide are repacked into narrower ones once the queue is empty
 #: and three quarters of their slots are done (the slow tail of a population).
@@ -347,10 +350,10 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
       max_steps: optimizer steps allowed per structure.
       smax: if given, converge on ``max |F| < fmax`` (eV/Å) and, with the cell, every
         component of ``stress + p I`` below ``smax`` GPa instead.
-      batch_size: slots per batch (default: about 4096 atoms, at most the structures of
-        the bucket rounded up to a power of two), rounded up to a multiple of the local
-        device count: the slots are split over every device of the process
-        (:mod:`jcsp.sharding`), with the numbers of one device.
+      batch_size: slots per batch (default: about 4096 atoms per local device, at most
+        the structures of the bucket rounded up to a power of two), rounded up to a
+        multiple of the local device count: the slots are split over every device of
+        the process (:mod:`jcsp.sharding`), with the numbers of one device.
       steps_per_segment: iterations per compiled segment between host refills.
       progress: show a tqdm bar over finished structures.
       dtype: float dtype (``jnp.float32`` is the fast choice on accelerators).
@@ -433,7 +436,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
                 index = [members[k] for k in local]
                 mine = sharding.process_block(len(index)) if split else np.arange(len(index))
                 owned.extend(index[k] for k in mine)
-                _relax_bucket(job, structures, index, mine, n_max, pbc, out, bar)
+                _relax_bucket(job, structures, index, mine, n_max, pbc, out, bar,
+                              jax.process_count() if split else 1)
     if split:  # every process ends with every result (one collective per call)
         for part in sharding.allgather_objects({i: out[i] for i in owned}):
             for i, atoms in part.items():
@@ -442,10 +446,11 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
 
 
 def _batch_for(count: int, n_max: int, batch_size) -> int:
-    """Slots of a bucket of ``count`` structures: ``batch_size`` or the automatic size,
-    rounded up to a multiple of the local device count."""
+    """Slots of a bucket of ``count`` structures: ``batch_size`` or the automatic size
+    (about :data:`TARGET_ATOMS` atoms per local device), rounded up to a multiple of the
+    local device count."""
     if batch_size is None:
-        cap = max(1, TARGET_ATOMS // n_max)
+        cap = max(1, TARGET_ATOMS * sharding.local_device_count() // n_max)
         batch_size = min(cap, 1 << (count - 1).bit_length())
     return sharding.round_batch(batch_size)
 
@@ -624,17 +629,21 @@ def _bucket_capacity(job: _Job, pbc, n_max, pop) -> Capacity:
     return capacity
 
 
-def _relax_bucket(job: _Job, structures, index, mine, n_max, pbc, out, bar):
+def _relax_bucket(job: _Job, structures, index, mine, n_max, pbc, out, bar, processes=1):
     """Stream the structures ``index`` (one shape bucket) through fixed slots; only the
-    positions ``mine`` of ``index`` (this process's block) are relaxed here, with the
-    capacity and batch that the whole bucket gives (those of a single process)."""
+    positions ``mine`` of ``index`` (this process's block of ``processes``) are relaxed
+    here, with the neighbor capacity the whole bucket gives (that of a single process)
+    and this process's share of its batch."""
     pop = from_atoms([structures[i] for i in index], n_max=n_max, dtype=job.dtype,
                      validate=False)
     pop = jax.tree_util.tree_map(np.asarray, pop)  # host bookkeeping compiles nothing
     capacity = _bucket_capacity(job, pbc, n_max, pop)
     if not len(mine):
         return
-    bucket = _Bucket(job, n_max, pbc, _batch_for(len(index), n_max, job.batch_size), capacity)
+    batch = _batch_for(len(index), n_max, job.batch_size)
+    if processes > 1:
+        batch = sharding.round_batch(-(-batch // processes))
+    bucket = _Bucket(job, n_max, pbc, batch, capacity)
     per = {k: np.asarray(v)[index] for k, v in job.targets.items()}
     queue = collections.deque(int(k) for k in mine)
 

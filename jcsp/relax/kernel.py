@@ -350,7 +350,8 @@ def _build_kernel(potential: Potential, cutoff, lists: ListSpec, config,
     split, whole = PartitionSpec(sharding.AXIS), PartitionSpec()
     # check_vma=False: the loops' carries mix per-device slots with shared counters, which
     # the varying-axes type check would reject; every output is per device by design.
-    segment_sharded = jax.jit(jax.shard_map(segment, mesh=mesh, in_specs=(whole, split, whole, whole),
+    segment_sharded = jax.jit(jax.shard_map(segment, mesh=mesh,
+                                            in_specs=(whole, split, whole, whole),
                                             out_specs=split, check_vma=False))
     refill_sharded = jax.jit(jax.shard_map(refill, mesh=mesh, in_specs=split, out_specs=split,
                                            check_vma=False))
