@@ -19,11 +19,12 @@ from . import neighbors, potentials, units  # noqa: E402
 from .calculator import JCSPCalculator  # noqa: E402
 from .derivatives import evaluate, evaluate_population  # noqa: E402
 from .structures import Population  # noqa: E402
-from .relax import relax  # noqa: E402
+from .relax import relax, relax_differentiable  # noqa: E402
 from . import search  # noqa: E402  (a callable module: jcsp.search(...) runs a search)
 from . import generative  # noqa: E402
 from .generative import generate  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = ["JCSPCalculator", "Population", "__version__", "evaluate", "evaluate_population",
-           "generate", "generative", "neighbors", "potentials", "relax", "search", "units"]
+           "generate", "generative", "neighbors", "potentials", "relax", "relax_differentiable",
+           "search", "units"]

@@ -4,13 +4,17 @@
 - :mod:`.fire`, :mod:`.lbfgs`: optimizers as pure ``init``/``step`` functions.
 - :mod:`.driver`: ``relax``, the host-side streaming batch driver.
 - :mod:`.stream`: ``relax_stream``, structures relaxed as a search makes them.
+- :mod:`.implicit`: ``relax_differentiable``, relaxed structures as differentiable
+  functions of the potential's parameters and the pressure (implicit differentiation).
 """
 
 from . import cell_filter
 from .driver import relax
 from .fire import FireConfig, FireState, Optimizer, fire
+from .implicit import DifferentiableRelaxation, NotAMinimumError, relax_differentiable
 from .lbfgs import LBFGSConfig, LBFGSState, lbfgs
 from .stream import relax_stream
 
-__all__ = ["relax", "relax_stream", "fire", "lbfgs", "FireConfig", "LBFGSConfig", "FireState", "LBFGSState",
+__all__ = ["relax", "relax_stream", "relax_differentiable", "DifferentiableRelaxation",
+           "NotAMinimumError", "fire", "lbfgs", "FireConfig", "LBFGSConfig", "FireState", "LBFGSState",
            "Optimizer", "cell_filter"]
