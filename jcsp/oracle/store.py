@@ -63,7 +63,8 @@ class LabelStore:
     Every :meth:`put` is written and committed at once (one transaction per label, no
     lock file, so a killed run leaves a database the next run opens at once); reopening
     the same path reads every label back. Failed calls are stored too, with their error,
-    and never retried.
+    and never retried. One process writes a store: rows another process adds later are
+    seen by reopening it.
 
     Args:
       path: database file (``.db``, created with its folder), or None for a store in
