@@ -128,7 +128,8 @@ def test_spec_forms_build_the_named_calculators():
     lj = make_oracle("lj:epsilon=0.0104,sigma=3.4,cutoff=8.5")
     assert isinstance(lj._calc.potential, jcsp.potentials.LennardJones)
     assert isinstance(make_oracle("python:test_oracle:counting")._calc, Counting)
-    assert make_oracle(EMT()).describe() == "ASE EMT"
+    emt = make_oracle(EMT())
+    assert emt.describe() == "ASE EMT" and make_oracle(emt) is emt
     assert make_oracle(load_potential("sw-si")).describe() == "jcsp StillingerWeber"
     assert _options("a=1,b=[1, 2],c=x,d='p,q',e=None", "s") == {
         "a": 1, "b": [1, 2], "c": "x", "d": "p,q", "e": None}

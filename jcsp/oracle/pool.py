@@ -216,7 +216,8 @@ def make_oracle(spec_or_calculator, workers: int | None = None) -> Oracle:
           ``FILE.sw``, ``FILE.eam.alloy``, ``lj:...``, ``gulp:...``, ``FILE.toml``, a
           model directory) or a potential table mapping, wrapped in
           :class:`jcsp.JCSPCalculator`; or a :class:`jcsp.potentials.Potential`;
-        * an ASE calculator object.
+        * an ASE calculator object;
+        * an :class:`Oracle` (returned as it is).
       workers: processes that run calls concurrently (default 1: in this process). Only
         spec strings can use a pool (``spawn`` processes, each building its own calculator
         from the spec once); a calculator or potential object is always called in this
@@ -230,6 +231,8 @@ def make_oracle(spec_or_calculator, workers: int | None = None) -> Oracle:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise OracleError(f"workers must be a whole number >= 1, not {workers!r}")
     obj = spec_or_calculator
+    if isinstance(obj, Oracle):
+        return obj
     if isinstance(obj, Potential):
         obj = JCSPCalculator(obj)
     if not isinstance(obj, (str, os.PathLike, Mapping)):
