@@ -12,8 +12,9 @@ subprocesses of one worker script:
   measured), and a genetic-algorithm and a random search equal; the slots really were
   split four ways.
 - 2 processes of ``jax.distributed`` on localhost (one CPU device each) against one
-  process: each process relaxed only its own block, and both return the single-process
-  relaxations and searches bit for bit.
+  process: each process relaxed only its own share (of a ``jcsp.relax`` call, of a
+  genetic algorithm's generations, of a random search's stream), and both return the
+  single-process relaxations and searches bit for bit.
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ WORKER = textwrap.dedent('''
                                             max_steps=60))
         kernel.serial_schedule = lambda: True
     for algorithm in ("ga", "random"):
+        before = harvested[0]
         res = jcsp.search("LJ7", cluster, algorithm=algorithm, budget=16, population=8,
                           cluster=True, seed=3, cluster_symmetry=False)
         out[algorithm] = (numbers(res.structures), np.asarray(res.history), res.n_relaxations)
+        out[algorithm + "_relaxed_here"] = harvested[0] - before
     out["placed"] = placed
     if mode == "process":  # the writer's error reaches every process, and its value
         try:
@@ -202,6 +205,10 @@ def test_two_processes_split_the_work_and_return_the_single_process_results(runs
     # each relaxed its own contiguous block of the 10 crystals, and got them all back
     assert [r["lj_relaxed_here"] for r in ranks] == [5, 5]
     assert single["lj_relaxed_here"] == 10
+    # generations (ga: jcsp.relax) and walkers (random: relax_stream) split too
+    for algorithm in ("ga", "random"):
+        here = [r[algorithm + "_relaxed_here"] for r in ranks]
+        assert sum(here) == single[algorithm + "_relaxed_here"] == 16 and max(here) < 16
     for r in ranks:
         _same(single["lj"], r["lj"])
         for algorithm in ("ga", "random"):

@@ -5,7 +5,9 @@ generator keeps a fixed number of slots of one bucket busy: at every segment bou
 asks a ``feed`` callback for as many structures as there are free slots and yields each
 finished structure at once. It runs on the bucket, capacity, compiled kernel and checks
 of :func:`jcsp.relax.driver.relax`, so it compiles nothing new and gives every
-structure the numbers ``relax`` gives it.
+structure the numbers ``relax`` gives it. Its slots are split over the local devices as
+``relax``'s are and, in a ``jax.distributed`` job, over the processes, which exchange
+their finished structures at every segment boundary (:mod:`jcsp.sharding`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                  relax_cell: bool = True, optimizer="fire", max_steps: int = 3000, *,
                  batch_size: int, smax: float | None = None, steps_per_segment: int = 100,
                  dtype=None, params=None, skin: float | None = None, headroom: float = 1.0,
-                 overlap: bool = False, stats: dict | None = None):
+                 overlap: bool = False, stats: dict | None = None, distribute: bool = True):
     """Relax structures as they come, keeping ``batch_size`` slots busy (host side).
 
     A generator over the finished structures. Whenever slots are free (at the start and
@@ -63,6 +65,13 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
         then be asked for up to a batch ahead.
       stats: if given, filled with ``segments``, ``occupancy`` (mean fraction of the
         slots that were relaxing during the segments' iterations) and ``batch``.
+      distribute: in a multi-process job (:func:`jcsp.sharding.initialize`), the slots
+        are split over the processes (``batch_size / processes`` each) and every
+        process must run the same stream with the same ``feed`` answers (a replicated
+        search does): every segment boundary, the processes exchange their finished
+        structures, and each yields all of them in slot order, so every process sees
+        the stream one process would give (without ``overlap``, which is then off).
+        False runs the whole stream in this process.
 
     Yields:
       ``(k, relaxed)``: ``k`` counts the structures in the order ``feed`` gave them
@@ -80,7 +89,14 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     """
     if not isinstance(potential, Potential):
         raise ValueError(f"potential must be a jcsp potential, got {type(potential).__name__}")
-    batch_size = sharding.round_batch(_integer(batch_size, "batch_size", 1))
+    if not isinstance(distribute, bool):
+        raise ValueError(f"distribute must be True or False, got {distribute!r}")
+    processes = jax.process_count() if distribute else 1
+    batch_size = _integer(batch_size, "batch_size", 1)
+    # slots of this process; with several processes, each owns a block of the
+    # ``batch_size`` global slots: rank * local .. (rank + 1) * local
+    local = sharding.round_batch(-(-batch_size // processes))
+    batch_size = local * processes
     p_ev = float(gpa_to_ev_per_a3(_pressures(pressure, 1)[0]))
     opts = _options(potential, fmax=fmax, smax=smax, optimizer=optimizer, max_steps=max_steps,
                     steps_per_segment=steps_per_segment, batch_size=batch_size,
@@ -93,6 +109,10 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     bucket = None
     shape = None  # (pbc, n_max) of the stream
     counter = 0
+    overlap = overlap and processes == 1
+    start = jax.process_index() * local if processes > 1 else 0  # first own global slot
+    holder = np.full(batch_size, -1)  # the key in each global slot (-1: free)
+    slot_of: dict = {}  # key -> its global slot
     ready: list = []  # finished (and invalid) structures not yet handed back
     queue: collections.deque = collections.deque()  # (key, atoms, pop, k) to load
     exhausted = False
@@ -143,23 +163,40 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
         if bucket is None:
             pbc, n_max = shape
             first = population.take(queue[0][2], np.array([queue[0][3]]))
-            bucket = _Bucket(job, n_max, pbc, batch_size,
+            bucket = _Bucket(job, n_max, pbc, local,
                              _bucket_capacity(job, pbc, n_max, first))
-        take = [queue.popleft() for _ in range(min(bucket.n_free, len(queue)))]
+        free = np.nonzero(holder < 0)[0][: len(queue)]  # lowest free global slots
+        take = [queue.popleft() for _ in free]
         if not take:
             return
         pop = population.concat([population.take(t[2], np.array([t[3]])) for t in take]) \
             if len(take) > 1 else population.take(take[0][2], np.array([take[0][3]]))
-        bucket.refit(pop)
+        bucket.refit(pop)  # every process sizes its lists for every structure
+        for slot, t in zip(free, take):
+            holder[slot], slot_of[t[0]] = t[0], int(slot)
+        if processes > 1:  # the ones that landed in this process's slots
+            here = np.nonzero((free >= start) & (free < start + local))[0]
+            if not here.size:
+                return
+            pop, take = population.take(pop, here), [take[i] for i in here]
         k = len(take)
         per = dict(pressure=np.full(k, p_ev), fmax=np.full(k, opts["fmax"]),
                    smax=np.full(k, smax_ev), max_steps=np.full(k, opts["max_steps"], np.int32))
         bucket.load(pop, per, [t[0] for t in take], [t[1] for t in take])
 
+    def finish(finished) -> list:
+        """Harvest this process's finished slots; with several processes, every
+        process's, exchanged (in rank order: global slot order). Frees their slots."""
+        done = bucket.harvest(finished) if finished.size else []
+        if processes > 1:
+            done = [item for part in sharding.allgather_objects(done) for item in part]
+        for key, _ in done:
+            holder[slot_of.pop(key)] = -1
+        return done
+
     def room() -> int:
         """Structures the stream can take now: free slots, less what is queued."""
-        free = batch_size if bucket is None else bucket.n_free
-        return max(0, free - len(queue))
+        return max(0, int((holder < 0).sum()) - len(queue))
 
     def target() -> int:
         if exhausted and not queue:
@@ -176,7 +213,7 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                 if ready:  # invalid ones: the caller sees them before it is asked again
                     break
             load()
-            idle = bucket is None or not bucket.busy
+            idle = bucket is None or not (holder >= 0).any()
             gave = bool(ready)
             if idle or not overlap:
                 while ready:
@@ -186,9 +223,10 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                     continue  # more to load, or the caller may answer what it got
                 return
             if not overlap:
-                finished = bucket.advance(target())
-                if finished.size:
-                    yield from bucket.harvest(finished)
+                # every process runs one segment (or none, with no structure of its
+                # own) and then meets the others in finish()
+                finished = bucket.advance(target()) if bucket.busy else np.zeros(0, int)
+                yield from finish(finished)
                 if exhausted and not queue:
                     bucket.shrink()
                 continue
@@ -201,9 +239,7 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
                 limit = bucket.batch - len(queue)
                 if limit > 0:
                     pull(limit)
-            finished = bucket.collect()
-            if finished.size:
-                ready.extend(bucket.harvest(finished))
+            ready.extend(finish(bucket.collect()))
             load()
             if exhausted and not queue and not ready:
                 bucket.shrink()
