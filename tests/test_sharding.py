@@ -102,6 +102,10 @@ WORKER = textwrap.dedent('''
         out["shared"] = sharding.run_on_writer(lambda: {"rank": jax.process_index()},
                                                share=True)
         out["kept"] = sharding.run_on_writer(lambda: jax.process_index())
+        try:  # each process a different list: refused everywhere
+            jcsp.relax(argon[jax.process_index():][:2], lj, fmax=1e-4, batch_size=8)
+        except ValueError as err:
+            out["refused"] = str(err)
     pickle.dump(out, open(path, "wb"))
 ''')
 
@@ -202,6 +206,7 @@ def test_two_processes_split_the_work_and_return_the_single_process_results(runs
     assert all(r["raised"] for r in ranks)
     assert [r["shared"] for r in ranks] == [{"rank": 0}] * 2
     assert [r["kept"] for r in ranks] == [0, None]
+    assert all("different structures" in r["refused"] for r in ranks)
     # each relaxed its own contiguous block of the 10 crystals, and got them all back
     assert [r["lj_relaxed_here"] for r in ranks] == [5, 5]
     assert single["lj_relaxed_here"] == 10

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import weakref
 from typing import Sequence
 
@@ -369,7 +370,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
       distribute: in a multi-process job (:func:`jcsp.sharding.initialize`), each
         process relaxes a contiguous block of every bucket and all processes return
         every result (exchanged once at the end), so every process must make the same
-        call; False relaxes everything here, for calls only some processes make.
+        call (checked: different structures or targets raise ``ValueError`` in every
+        process); False relaxes everything here, for calls only some processes make.
 
     Returns:
       One new ``ase.Atoms`` per input, in input order, with a ``SinglePointCalculator``
@@ -391,7 +393,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
 
     Raises:
       ValueError: bad options (pressure, fmax, optimizer, ...), an empty list or an
-        entry that is not an ``ase.Atoms``; with ``strict``, the first invalid structure
+        entry that is not an ``ase.Atoms``, processes of a multi-process job relaxing
+        different lists; with ``strict``, the first invalid structure
         (:class:`~jcsp.structures.convert.StructureError` for its geometry).
 
     Example:
@@ -428,6 +431,8 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
                steps_per_segment=steps_per_segment, skin=opts["skin"],
                headroom=headroom, spec=_spec)
     split = distribute and jax.process_count() > 1
+    if split:
+        _check_same_call(structures, targets)
     owned: list = []  # the structures this process relaxes
     with tqdm(total=n_valid, disable=not progress or not sharding.is_writer(), desc="relax",
               unit="structure") as bar:
@@ -443,6 +448,24 @@ def relax(structures: Sequence[Atoms], potential: Potential, fmax: float = 0.01,
             for i, atoms in part.items():
                 out[i] = atoms
     return out
+
+
+def _check_same_call(structures, targets) -> None:
+    """Several processes: every one must relax the same structures with the same
+    targets (each relaxes a block and takes the others' results); a collective."""
+    digest = hashlib.sha256()
+    for atoms in structures:
+        for part in (atoms.numbers, atoms.positions, atoms.cell[:], atoms.pbc):
+            digest.update(np.ascontiguousarray(part).tobytes())
+    for key in sorted(targets):
+        digest.update(np.ascontiguousarray(targets[key]).tobytes())
+    seen = sharding.allgather_objects(digest.hexdigest())
+    if len(set(seen)) > 1:
+        raise ValueError(
+            "jcsp.relax was called with different structures or settings in different "
+            f"processes (these differ: {[k for k, d in enumerate(seen) if d != seen[0]]}); "
+            "in a multi-process job every process must make the same call, or pass "
+            "distribute=False to relax only here")
 
 
 def _batch_for(count: int, n_max: int, batch_size) -> int:
