@@ -9,7 +9,8 @@ subprocesses of one worker script:
   (CPU serial schedule; the vmapped accelerator schedule to 1e-12 Å, its batch width
   per device being another), Stillinger-Weber crystals to 1e-9 Å (XLA compiles the
   partitioned program with other floating-point rewrites: differences of ~1e-12 Å
-  measured), and a genetic-algorithm and a random search equal; the slots really were
+  measured), a run whose neighbor lists overflow and grow under pressure equal to the
+  last bits, and a genetic-algorithm and a random search equal; the slots really were
   split four ways.
 - 2 processes of ``jax.distributed`` on localhost (one CPU device each) against one
   process: each process relaxed only its own share (of a ``jcsp.relax`` call, of a
@@ -55,6 +56,12 @@ WORKER = textwrap.dedent('''
                           if x.ndim))
         return out
     sharding.shard_population = spy
+    grown = [0]
+    grow = driver.Capacity.grow
+    def counted_growth(self, *args):
+        grown[0] += 1
+        return grow(self, *args)
+    driver.Capacity.grow = counted_growth
     harvest = driver._Bucket.harvest
     def counted(self, finished):
         harvested[0] += len(finished)
@@ -83,6 +90,13 @@ WORKER = textwrap.dedent('''
     out["lj_relaxed_here"] = harvested[0]
     if mode != "process":
         out["sw"] = numbers(jcsp.relax(silicon, sw, fmax=1e-3, batch_size=4))
+        # compressed by 3 GPa from a dilute start: the neighbor lists overflow and grow
+        dilute = [a.copy() for a in argon[:4]]
+        for a in dilute:
+            a.set_cell(a.cell * 1.17, scale_atoms=True)
+        out["lj_grown"] = numbers(jcsp.relax(dilute, lj, fmax=1e-4, batch_size=4,
+                                             pressure=3.0))
+        out["grown"] = grown[0]
         kernel.serial_schedule = lambda: False  # the vmapped schedule of accelerators
         out["lj_vmap"] = numbers(jcsp.relax(argon[:4], lj, fmax=1e-4, batch_size=4,
                                             max_steps=60))
@@ -181,6 +195,8 @@ def test_four_devices_relax_and_search_like_one(runs):
     assert all(k for *_, k in single["lj"]) and min(s for _, _, _, s, _ in single["lj"]) > 20
     _same(single["lj"], four["lj"])  # serial schedule (CPU): bit for bit
     _same(single["sw"], four["sw"], atol=1e-9)
+    assert single["grown"] >= 1 and four["grown"] == single["grown"]  # lists regrown
+    _same(single["lj_grown"], four["lj_grown"], atol=1e-12)  # energies: last bit
     assert sum(s for _, _, _, s, _ in single["sw"]) > 100
     # vmapped schedule (accelerators): one slot per device against four on one; XLA
     # vectorises the two batch widths differently, so equal to the last bits
