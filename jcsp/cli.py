@@ -26,9 +26,11 @@ from .cli_generative import add_commands as add_generative_commands
 from .cli_ml import add_commands
 from .io import EXAMPLE_POPULATION, InputError, load_potential, read_structures
 from .io import POTENTIAL_HELP, describe_potential, potential_from_table, write_structures
+from . import sharding
 from .relax import relax
 from .search.config import MAX_GENERAL_POSITIONS, SearchConfig
-from .search.run import ranking_table, search
+from .search.api import ACTIVE_BUDGET, search
+from .search.run import ranking_table
 from .settings import rule_of
 from .structures.symmetry import spacegroup
 from .units import EV_PER_A3_IN_GPA
@@ -362,7 +364,7 @@ SEARCH_FLAGS = {
                                    "the rest stay random symmetric crystals"),
 }
 #: Settings of the command line and TOML file beyond the config's fields.
-SEARCH_RUN_KEYS = ("potential", "output")
+SEARCH_RUN_KEYS = ("potential", "output", "oracle", "oracle_budget", "active")
 #: Older names of settings, still accepted.
 SEARCH_ALIASES = {"point_groups": "cluster_symmetry"}
 
@@ -425,6 +427,19 @@ def _add_search(sub) -> None:
                 rule.kind if rule is not None else str, str)
             cmd.add_argument(*flags, dest=name, type=kind, default=None, metavar=metavar,
                                 help=help_text)
+    cmd.add_argument("--oracle", default=None, metavar="SPEC",
+                     help="active learning: the reference method whose ground state is "
+                          "wanted (tblite:GFN1-xTB, tblite:GFN2-xTB, gpaw:KEY=VALUE,..., a "
+                          "jcsp potential spec such as sw-si, or python:module:factory); a "
+                          "committee of ML models learns it during the search "
+                          "(docs/active-learning.md); -p then names a trained model to "
+                          "start from")
+    cmd.add_argument("--oracle-budget", type=_positive_int, default=None, metavar="N",
+                     help="with --oracle: the most oracle single points (required)")
+    cmd.add_argument("--active", default=None, metavar="KEY=VALUE,...",
+                     help="with --oracle: settings of the active-learning loop, e.g. "
+                          "mode=iterative,workers=4,train_time=60 (or an [active] table "
+                          "in the TOML file)")
     cmd.add_argument("--show", type=_positive_int, default=10, metavar="N",
                         help="rows of the printed ranking (default 10)")
     cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -454,10 +469,12 @@ def _space_groups(text: str) -> list[int]:
                          f"{text!r}") from None
 
 
-def search_settings(args) -> tuple[SearchConfig, object, str | None]:
+def search_settings(args) -> tuple:
     """The search's config, potential (a spec or a table) and output folder: the
-    defaults, then the TOML config, then the flags given (host side)."""
-    settings = dict(SEARCH_DEMO)
+    defaults, then the TOML config, then the flags given (host side); with ``--oracle``
+    (or ``oracle`` in the TOML file) a fourth item, the active-learning settings
+    ``{"oracle", "oracle_budget", "active"}``."""
+    settings, loaded = dict(SEARCH_DEMO), {}
     if args.config:
         with open(args.config, "rb") as handle:
             try:
@@ -479,12 +496,88 @@ def search_settings(args) -> tuple[SearchConfig, object, str | None]:
         settings["groups"] = _space_groups(settings["groups"])
     if isinstance(settings.get("cluster_symmetry"), str):
         settings["cluster_symmetry"] = _point_groups(settings["cluster_symmetry"])
+    oracle = {k: settings.pop(k, None) for k in ("oracle", "oracle_budget", "active")}
+    if oracle["oracle"] is not None:
+        # An active search learns its own potential: the demo's default is not one.
+        if args.potential is None and "potential" not in loaded:
+            settings["potential"] = None
+        if args.budget is None and "budget" not in loaded:
+            settings["budget"] = ACTIVE_BUDGET
     potential, output = settings.pop("potential"), settings.pop("output", None)
-    return SearchConfig.from_keywords(**settings), potential, output
+    config = SearchConfig.from_keywords(**settings)
+    if oracle["oracle"] is None:
+        if oracle["oracle_budget"] is not None or oracle["active"] is not None:
+            raise InputError("--oracle-budget and --active belong to active-learning "
+                             "searches: give --oracle SPEC as well")
+        return config, potential, output
+    if oracle["oracle_budget"] is None:
+        raise InputError("--oracle needs --oracle-budget N (the most oracle single points)")
+    oracle["active"] = _active_settings(oracle["active"])
+    return config, potential, output, oracle
+
+
+def _active_settings(value) -> dict:
+    """``--active`` text (``key=value,...``) or an ``[active]`` table, as a dict."""
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    out = {}
+    for item in (v for v in str(value).split(",") if v.strip()):
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise InputError(f"--active takes key=value pairs, got {item!r}")
+        text = text.strip()
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text  # a bare word: a string (mode=iterative)
+    return out
+
+
+def _load(spec, args):
+    """A potential from a spec, or from the TOML file's [potential] table."""
+    if isinstance(spec, dict):
+        where = f"{args.config} [potential]"
+        return potential_from_table(spec, base=Path(args.config).parent, where=where)
+    base = Path(args.config).parent if args.config and args.potential is None else None
+    return load_potential(spec, base=base)
+
+
+def run_active_search(args, config, spec, output, oracle) -> int:
+    """``jcsp search COMP --oracle SPEC --oracle-budget N``: an active-learning search."""
+    potential = None if spec is None else _load(spec, args)
+    print(f"jcsp {__version__}: active-learning {config.algorithm} search for "
+          f"{config.composition} x {config.formula_units} with oracle {oracle['oracle']} "
+          f"at {config.pressure:g} GPa, at most {oracle['oracle_budget']} oracle calls and "
+          f"{config.budget} committee relaxations, seed {config.seed}", file=sys.stderr)
+    result = search(config, potential, out=output, progress=not args.quiet,
+                    oracle=oracle["oracle"], oracle_budget=oracle["oracle_budget"],
+                    active=oracle["active"])
+    print(ranking_table(result.structures, limit=args.show))
+    best = result.best
+    if best is None:
+        print("jcsp: no structure could be relaxed by the oracle; see oracle.db for the "
+              "failed calls and their errors", file=sys.stderr)
+        return 1
+    print(f"best: {best.get_chemical_formula()} {best.info.get('spacegroup', '-')}, oracle "
+          f"enthalpy {best.info['enthalpy'] / len(best):.5f} eV/atom, max force "
+          f"{best.info.get('max_force', math.nan):.4f} eV/Å"
+          f"{'' if best.info.get('converged') else ' (not converged)'}", file=sys.stderr)
+    print(f"{result.n_oracle_calls} oracle calls ({result.n_oracle_failures} failed), "
+          f"{len(result.rounds)} rounds, {result.n_relaxations} committee relaxations, "
+          f"{result.train_seconds:.0f} s training, {result.wall_seconds:.0f} s in all"
+          + (f"; wrote {result.out}" if result.out else "")
+          + (f" (the committee: -p {result.model_dir})" if result.model_dir else ""),
+          file=sys.stderr)
+    return 0
 
 
 def run_search(args) -> int:
-    config, spec, output = search_settings(args)
+    # Under srun / mpirun with several processes, join JAX's distributed runtime first
+    # (docs/scaling.md); on one machine this does nothing.
+    sharding.initialize()
+    config, spec, output, *oracle = search_settings(args)
+    if oracle:
+        return run_active_search(args, config, spec, output, oracle[0])
     if isinstance(spec, dict):
         where = f"{args.config} [potential]"
         potential = potential_from_table(spec, base=Path(args.config).parent, where=where)

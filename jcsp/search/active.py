@@ -119,7 +119,7 @@ class ActiveConfig(Settings):
     """
 
     mode: str = setting("uncertainty", kind=str, choices=("uncertainty", "iterative", "direct"))
-    n_seed: int = setting(12, kind=int, ge=1)
+    n_seed: int = setting(10, kind=int, ge=1)
     seed_copies: int = setting(1, kind=int, ge=0)
     rattle: float = setting(0.05, ge=0)
     strain: float = setting(0.04, ge=0, lt=0.5)
@@ -127,7 +127,7 @@ class ActiveConfig(Settings):
     train_time: float = setting(30.0, gt=0)
     epochs: int = setting(300, kind=int, ge=1)
     relaxations: int | None = setting(None, kind=int, optional=True, ge=1)
-    n_uncertain: int = setting(6, kind=int, ge=0)
+    n_uncertain: int = setting(5, kind=int, ge=0)
     n_exploit: int = setting(4, kind=int, ge=0)
     max_spread: float | None = setting(None, optional=True, gt=0)
     spread_factor: float = setting(3.0, gt=0)
@@ -135,7 +135,7 @@ class ActiveConfig(Settings):
     n_final: int = setting(3, kind=int, ge=1)
     final_steps: int = setting(60, kind=int, ge=1)
     reserve: int | None = setting(None, kind=int, optional=True, ge=0)
-    patience: int = setting(3, kind=int, ge=1)
+    patience: int = setting(2, kind=int, ge=1)
     min_rounds: int = setting(2, kind=int, ge=1)
     max_rounds: int = setting(30, kind=int, ge="min_rounds")
     energy_window: float = setting(3.0, gt=0)
@@ -399,12 +399,13 @@ class _Loop:
             return
         self.seed_data()
         warm = _as_committee(self.start_potential, self.options.committee, self.config.seed)
-        guarded, stale, best = None, 0, math.inf
+        guarded, stale, best, widen = None, 0, math.inf, 1.0
         for r in range(1, opts.max_rounds + 1):
             if self.calls >= self.budget - self.reserve or self.n_relaxations >= self.config.budget:
                 break
             trained = self.train_round(r, warm)
-            threshold = self.max_spread(trained) if opts.mode == "uncertainty" else math.inf
+            threshold = (widen * self.max_spread(trained) if opts.mode == "uncertainty"
+                         else math.inf)
             params = dict(trained.potential.params)
             params["max_spread"] = jnp.asarray(threshold, jnp.float64)
             if guarded is None:
@@ -426,10 +427,15 @@ class _Loop:
                                      len(uncertain), len(exploit))
             if row["best_oracle_enthalpy_per_atom"] < best - 1e-3:
                 best, stale = row["best_oracle_enthalpy_per_atom"], 0
-            else:
+            elif math.isfinite(best):  # patience counts from the first labelled minimum
                 stale += 1
             if not uncertain and not exploit:
                 stale = opts.patience  # the committee finds nothing new: stop learning
+            # A round whose relaxations all stopped found no minimum: the committee is
+            # unsure everywhere the search goes, so the next round lets relaxations go
+            # twice as far in spread (until a round finds minima again).
+            finished = sum(not a.info.get("failed") for a in relaxed)
+            widen = 1.0 if finished else 2.0 * widen
             if r >= opts.min_rounds and stale >= opts.patience:
                 break
 
@@ -489,15 +495,19 @@ class _Loop:
         """The best labelled minima relaxed by the oracle; distinct, ascending enthalpy."""
         opts = self.options
         done = []
-        for k, atoms in enumerate(self.minima.structures[: opts.n_final]):
+        starts = self.minima.structures[: opts.n_final]
+        if not starts:  # no committee minimum was labelled: start from the lowest labels
+            starts = sorted(self.store.labelled(), key=lambda a: a.get_potential_energy()
+                            / len(a))[: opts.n_final]
+        for k, atoms in enumerate(starts):
             room = self.budget - self.calls
-            if room <= 0:
+            if room < 2:  # a relaxation's first single point is one call beyond its steps
                 break
             start = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
             before = self.calls
             relaxed = oracle_relax(start, self.oracle, self.store, fmax=self.config.fmax,
                                    pressure=self.config.pressure,
-                                   max_steps=min(opts.final_steps, room), round=-1,
+                                   max_steps=min(opts.final_steps, room - 1), round=-1,
                                    kind="final")
             self._bar.update(self.calls - before)
             if relaxed.info.get("failed"):

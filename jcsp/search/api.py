@@ -58,7 +58,8 @@ def search(composition: str | SearchConfig, potential: Potential | None = None, 
     if oracle_budget is None:
         raise ValueError("an active-learning search needs oracle_budget= (the most oracle "
                          "single points it may make)")
-    settings.setdefault("budget", ACTIVE_BUDGET)
+    if not isinstance(composition, SearchConfig):  # a config carries its own budget
+        settings.setdefault("budget", ACTIVE_BUDGET)
     config = SearchConfig.from_keywords(composition, **settings)
     return active_learning.search_active(config, oracle=oracle, oracle_budget=oracle_budget,
                                          potential=potential, active=active, out=out,

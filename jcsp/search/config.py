@@ -40,13 +40,16 @@ CPU_POPULATION = 16
 
 def device_population(n_atoms: int, backend: str | None = None) -> int:
     """Default structures per relaxation batch for structures of ``n_atoms`` atoms:
-    :data:`CPU_POPULATION` on a CPU; on an accelerator (GPU, TPU) enough structures to
-    fill it, ``TARGET_ATOMS // n_atoms`` (:data:`jcsp.relax.driver.TARGET_ATOMS` atoms,
-    the relaxer's own automatic batch), at least :data:`CPU_POPULATION`."""
+    :data:`CPU_POPULATION` on a CPU; on accelerators (GPU, TPU) enough structures to
+    fill each of this process's devices (the batch is sharded over them,
+    :mod:`jcsp.sharding`), ``TARGET_ATOMS // n_atoms`` per device
+    (:data:`jcsp.relax.driver.TARGET_ATOMS` atoms, the relaxer's own automatic batch), at
+    least :data:`CPU_POPULATION`."""
     backend = jax.default_backend() if backend is None else backend
     if backend == "cpu":
         return CPU_POPULATION
-    return max(CPU_POPULATION, TARGET_ATOMS // max(int(n_atoms), 1))
+    per_device = max(CPU_POPULATION, TARGET_ATOMS // max(int(n_atoms), 1))
+    return per_device * jax.local_device_count()
 
 
 @dataclasses.dataclass(frozen=True)

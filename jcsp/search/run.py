@@ -63,6 +63,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from .. import sharding
 from ..ml.domain import Grader
 from ..potentials.base import Potential
 from ..relax import relax
@@ -140,6 +141,9 @@ class Session(seeding.FreshCandidates):
         self.stored: dict[str, Atoms] = {}
         if db is not None:
             self.stored = {a.info["uid"]: a for a in dbm.read_all(db) if "uid" in a.info}
+        # several processes (jcsp.sharding): the writer's rows, read back by every process,
+        # so all make the same relax calls
+        self.stored = sharding.run_on_writer(lambda: self.stored, share=True)
         self.n_relaxations = 0
         self.n_failed = 0
         self.failed: list[Atoms] = []  # failed relaxations, read-back ones included
@@ -643,10 +647,10 @@ def search(composition: str | SearchConfig, potential: Potential, *,
     db = None
     if out is not None:
         out = Path(out)
-        db = dbm.open_run(out / "structures.db", config.record(potential),
-                          allow_changes=RESUMABLE_CHANGES)
+        db = sharding.run_on_writer(lambda: dbm.open_run(  # process 0 alone writes
+            out / "structures.db", config.record(potential), allow_changes=RESUMABLE_CHANGES))
     _, run_driver = DRIVERS[config.algorithm]
-    session = Session(config, potential, db=db, progress=progress)
+    session = Session(config, potential, db=db, progress=progress and sharding.is_writer())
     try:
         run_driver(session, config.driver_config)
     finally:
@@ -664,7 +668,7 @@ def search(composition: str | SearchConfig, potential: Potential, *,
                           n_generated=session.n_generated,
                           n_generator_failures=(session._proposals.n_failures
                                                 if session._proposals else 0))
-    if out is not None:
+    if out is not None and sharding.is_writer():
         write_outputs(result, n_best=n_best)
     return result
 
