@@ -94,7 +94,8 @@ class ActiveConfig(Settings):
       committee: members of the committee.
       train_time: s, training budget of one round (the first round gets twice this).
       epochs: epochs of one round's training (upper bound; ``train_time`` decides).
-      relaxations: committee relaxations per round (default: two search generations).
+      relaxations: committee relaxations per round (default: four search generations,
+        64 on a CPU).
       n_uncertain: labels per round from uncertainty-stopped relaxations.
       n_exploit: labels per round from the lowest-enthalpy relaxed minima.
       max_spread: eV/atom, committee spread that stops a relaxation (default:
@@ -135,7 +136,7 @@ class ActiveConfig(Settings):
     n_final: int = setting(3, kind=int, ge=1)
     final_steps: int = setting(60, kind=int, ge=1)
     reserve: int | None = setting(None, kind=int, optional=True, ge=0)
-    patience: int = setting(2, kind=int, ge=1)
+    patience: int = setting(3, kind=int, ge=1)
     min_rounds: int = setting(2, kind=int, ge=1)
     max_rounds: int = setting(30, kind=int, ge="min_rounds")
     energy_window: float = setting(3.0, gt=0)
@@ -344,7 +345,7 @@ class _Loop:
 
     def search_round(self, r: int, potential: Potential, budget: int | None = None) -> list[Atoms]:
         """Round ``r``'s search; every relaxed structure, failed ones included."""
-        per_round = budget or self.options.relaxations or 2 * self.config.generation_size
+        per_round = budget or self.options.relaxations or 4 * self.config.generation_size
         per_round = min(per_round, self.config.budget - self.n_relaxations)
         if per_round <= 0:
             return []
