@@ -46,18 +46,22 @@ def _quantities(out, bonds=()):
     return jnp.stack(q)
 
 
-def _check_params(pop, pot, leaves, *, bonds=(), pressure=0.0, directions=None):
+def _check_params(pop, pot, leaves, *, bonds=(), pressure=0.0, directions=None,
+                  relax_cell=True, jacrev=False):
     """d(quantities)/d(log leaf) by implicit differentiation vs central differences."""
     params = pot.params
 
     def f(p):
-        out = relax_differentiable(pop, pot, params=p, pressure=pressure)
+        out = relax_differentiable(pop, pot, params=p, pressure=pressure, relax_cell=relax_cell)
         assert out.valid.all(), (out.converged, out.stable, out.residual)
         return _quantities(out, bonds)
 
     values, pull = jax.vjp(f, params)  # one relaxation, one backward pass per quantity
-    jac = [pull(row) for row in jnp.eye(len(values))]
-    jac = jax.tree_util.tree_map(lambda *rows: jnp.stack(rows), *jac)[0]
+    if jacrev:  # batched cotangents: the backward pass vmapped
+        jac = jax.jacrev(f)(params)
+    else:
+        jac = [pull(row) for row in jnp.eye(len(values))]
+        jac = jax.tree_util.tree_map(lambda *rows: jnp.stack(rows), *jac)[0]
     directions = directions or {leaf: {k: (v if k == leaf else jnp.zeros_like(v))
                                        for k, v in params.items()} for leaf in leaves}
     largest = 0.0
@@ -104,7 +108,7 @@ def si_pair():
 
 def test_lj_params_and_pressure(lj, ar_pair):
     _check_params(ar_pair, lj, ["epsilon", "sigma"], bonds=[_bond(0, 1, (0, 0, 0))],
-                  pressure=0.5)
+                  pressure=0.5, jacrev=True)
 
 
 def test_enthalpy_pressure_derivative_is_the_volume(lj, ar_pair):
@@ -138,6 +142,15 @@ def test_sw_every_parameter_batched(sw, si_pair):
     """Every SW parameter, diamond and hexagonal diamond relaxed in one batch."""
     leaves = [k for k in sw.params if k != "tol"]  # tol only trims the list
     _check_params(si_pair, sw, leaves, bonds=[_bond(0, 3, (0, 0, -1)), _bond(0, 2, (0, 0, 0))])
+
+
+@pytest.mark.slow
+def test_sw_fixed_cell():
+    """relax_cell=False: only the atoms relax (hexagonal diamond, strained cell kept)."""
+    sw = load_potential("sw-si")
+    pop = from_atoms([bulk("SiSi", "wurtzite", a=3.90, c=6.30, u=0.37)])
+    _check_params(pop, sw, ["epsilon", "sigma", "lambda", "costheta0"],
+                  bonds=[_bond(0, 3, (0, 0, -1)), _bond(0, 1, (0, 0, 0))], relax_cell=False)
 
 
 def test_batched_equals_single_and_saddles_are_flagged(lj):
