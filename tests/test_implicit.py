@@ -214,7 +214,8 @@ def test_eam_copper():
 
 
 def _mgo():
-    return BuckinghamCoulomb({("Mg", "O"): (1428.5, 0.2945, 0.0), ("O", "O"): (22764.0, 0.1490, 27.88)},
+    return BuckinghamCoulomb({("Mg", "O"): (1428.5, 0.2945, 0.0),
+                              ("O", "O"): (22764.0, 0.1490, 27.88)},
                              {"Mg": 2.0, "O": -2.0}, cutoff=8.0)
 
 

@@ -87,7 +87,8 @@ def main():
 
     def log(stage, step, value, u):
         errors = {k: float(jnp.exp(u[k]) / truth[k] - 1) for k in FIT}
-        history.append({"stage": stage, "step": step, "loss": float(value), "relative_error": errors})
+        history.append({"stage": stage, "step": step, "loss": float(value),
+                        "relative_error": errors})
         if step % 10 == 0 or stage == "gauss-newton":
             print(f"{stage:12s} {step:4d} loss {float(value):.3e}  "
                   + "  ".join(f"{k} {e:+.2e}" for k, e in errors.items()), flush=True)
@@ -125,9 +126,11 @@ def main():
         "gauss_newton_steps": args.newton_steps, "fmax": 1e-6},
         results={"true": truth, "start": {k: truth[k] * PERTURB[k] for k in FIT},
                  "after_adam_relative_error": adam_final, "recovered": final,
-                 "relative_error": errors, "max_abs_relative_error": max(abs(e) for e in errors.values()),
+                 "relative_error": errors,
+                 "max_abs_relative_error": max(abs(e) for e in errors.values()),
                  "target_lattice_constants_A": [float(x) for x in target],
-                 "initial_loss": history[0]["loss"], "loss_after_adam": history[args.adam_steps]["loss"],
+                 "initial_loss": history[0]["loss"],
+                 "loss_after_adam": history[args.adam_steps]["loss"],
                  "final_loss": history[-1]["loss"], "adam_seconds": t_adam,
                  "total_seconds": t_total, "history": history},
         notes="Each step relaxes 6 structures in one batch (compiled once) and back-"

@@ -106,7 +106,8 @@ def main():
                         help="Å: the relaxed-geometry term is mean(RMSD^2) / scale^2")
     parser.add_argument("--anchor-atoms", type=int, default=512,
                         help="atoms of labelled training data in the anchor term (0: none)")
-    parser.add_argument("--out", default=os.path.join(RESULTS, "differentiable_relax_aware_finetune.json"))
+    parser.add_argument("--out", default=os.path.join(
+        RESULTS, "differentiable_relax_aware_finetune.json"))
     parser.add_argument("--plot", default=os.path.join(HERE, "relax_aware_finetune.png"))
     args = parser.parse_args()
 
@@ -169,7 +170,8 @@ def main():
                "test_set_metrics": m}
         print(f"{label}: slab RMSD train {r_train.mean():.4f} Å, held-out {r_held.mean():.4f} Å, "
               f"a = {a_dft * (1 + e):.5f} Å ({e:+.2e}); test E MAE "
-              f"{1000 * m['energy_mae']:.2f} meV/atom, F MAE {m['forces_mae']:.4f} eV/Å", flush=True)
+              f"{1000 * m['energy_mae']:.2f} meV/atom, F MAE {m['forces_mae']:.4f} eV/Å",
+              flush=True)
         return row
 
     params = ml.params

@@ -41,7 +41,8 @@ def main():
     parser.add_argument("--start", type=float, default=0.0, help="Newton's first pressure, GPa")
     parser.add_argument("--scan-max", type=float, default=30.0)
     parser.add_argument("--scan-step", type=float, default=1.0)
-    parser.add_argument("--out", default=os.path.join(RESULTS, "differentiable_transition_pressure.json"))
+    parser.add_argument("--out", default=os.path.join(
+        RESULTS, "differentiable_transition_pressure.json"))
     parser.add_argument("--plot", default=os.path.join(HERE, "transition_pressure.png"))
     args = parser.parse_args()
 
@@ -106,9 +107,11 @@ def main():
         results={"newton_pressure_GPa": p_newton, "newton_relaxations": len(newton),
                  "newton_history": newton, "scan_linear_GPa": float(p_linear),
                  "scan_cubic_GPa": p_cubic, "fine_scan_linear_GPa": float(p_fine),
-                 "scan_relaxations": len(grid), "newton_minus_fine_scan_GPa": p_newton - float(p_fine),
+                 "scan_relaxations": len(grid),
+                 "newton_minus_fine_scan_GPa": p_newton - float(p_fine),
                  "newton_minus_cubic_scan_GPa": p_newton - p_cubic,
-                 "max_envelope_relative_error": max(abs(r["envelope_relative_error"]) for r in newton),
+                 "max_envelope_relative_error": max(abs(r["envelope_relative_error"])
+                                                    for r in newton),
                  "newton_seconds": t_newton, "scan_seconds": t_scan,
                  "scan": {"pressure_GPa": grid.tolist(), "gap_eV_per_atom": gaps.tolist()}},
         notes="Each relaxation relaxes both phases in one batch; a Newton iteration also "

@@ -328,7 +328,8 @@ def _capacity(potential: Potential, pbc, n_max: int) -> Capacity:
     return table[n_max]
 
 
-def _reference(capacity: Capacity, positions, cell, species, mask, pbc) -> tuple[_Reference, Potential]:
+def _reference(capacity: Capacity, positions, cell, species, mask,
+               pbc) -> tuple[_Reference, Potential]:
     """Neighbor lists and sized potential at a geometry (host side; grows the capacity
     and rebuilds on overflow)."""
     positions = np.asarray(positions)
@@ -420,7 +421,9 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
       potential: a :class:`jcsp.potentials.Potential`.
       params: the potential's parameter pytree (default ``potential.params``); the
         argument to differentiate with respect to.
-      pressure: external pressure in GPa, a scalar or one per structure [B].
+      pressure: external pressure in GPa, a scalar or one per structure [B] (as in
+        :func:`jcsp.relax`); so ``d enthalpy / d pressure`` is the volume in eV/GPa,
+        ``V / 160.2176621`` with V in Å³.
       fmax: force criterion of the relaxer, eV/Å (its generalized forces, as in
         :func:`jcsp.relax`); the Newton polish then goes to round-off.
       relax_cell: relax the cell too (strain degrees of freedom and the ``p V`` term).
