@@ -471,3 +471,28 @@ def test_tblite_si2_stress_and_forces_are_derivatives_of_its_energy():
     # ~1e-6 eV when a displacement wraps it to the far side of the cell.
     fd_force = -(energy(shift=[h, 0, 0]) - energy(shift=[-h, 0, 0])) / (2 * h)
     assert label.forces[1, 0] == pytest.approx(fd_force, abs=1e-5)
+
+
+def test_replicated_supercell_maps_back_to_the_cell():
+    """A supercell calculation mapped back to the cell equals the cell's own numbers for a
+    calculator with full periodicity (EMT), for a skewed cell of unequal widths."""
+    from ase.calculators.emt import EMT
+    from jcsp.oracle.calculators import Replicated
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((1, 2, 4))
+    atoms.set_cell(atoms.cell[:] @ np.array([[1, 0.1, 0], [0, 1, 0.05], [0, 0, 1]]),
+                   scale_atoms=True)
+    atoms.rattle(0.05, seed=3)
+    wrapped = Replicated(EMT(), min_length=7.0)
+    reps = np.array(wrapped.repeats(atoms))
+    cell = atoms.cell[:]
+    widths = np.array([atoms.get_volume() / np.linalg.norm(np.cross(cell[(i + 1) % 3],
+                                                                    cell[(i + 2) % 3]))
+                       for i in range(3)])
+    assert np.all(reps * widths >= 7.0) and np.all((reps - 1) * widths < 7.0)
+    assert reps.prod() > 1 and len(set(reps)) > 1
+    direct = single_point(EMT(), atoms)
+    label = single_point(wrapped, atoms)
+    assert label.energy == pytest.approx(direct.energy, rel=1e-12)
+    np.testing.assert_allclose(label.forces, direct.forces, atol=1e-10)
+    np.testing.assert_allclose(label.stress, direct.stress, atol=1e-10)
+    assert Replicated(EMT(), min_length=0.0).repeats(atoms) == (1, 1, 1)
