@@ -196,13 +196,47 @@ def test_bad_input_and_jit_are_refused(lj):
     pop = from_atoms([bulk("Ar", "fcc", a=5.40)])  # refused before anything compiles
     with pytest.raises(TypeError, match="not inside jax.jit"):
         jax.jit(lambda p: relax_differentiable(pop, lj, params=p).volume)(lj.params)
-    cluster = from_atoms([Atoms("Ar2", positions=[(0, 0, 0), (0, 0, 3.8)])])
-    with pytest.raises(ValueError, match="crystals"):
-        relax_differentiable(cluster, lj)
+    with pytest.raises(TypeError, match="not a differentiable input"):
+        jax.grad(lambda c: relax_differentiable(pop.replace(cell=c), lj).volume.sum())(pop.cell)
     with pytest.raises(ValueError, match="fmax"):
         relax_differentiable(pop, lj, fmax=-1.0)
     with pytest.raises(ValueError, match="on_invalid"):
         relax_differentiable(pop, lj, on_invalid="ignore")
+
+
+def test_binary_lj_cluster():
+    """A cluster: atoms only, the rigid rotations projected out as well as translations.
+    Only the Ar-Kr pair parameters move (so the answer is not a plain rescaling)."""
+    pot = LennardJones(pairs={("Ar", "Ar"): (0.0104, 3.40), ("Ar", "Kr"): (0.0123, 3.52),
+                              ("Kr", "Kr"): (0.0140, 3.65)}, cutoff=None)
+    rng = np.random.default_rng(0)
+    octahedron = 3.9 / np.sqrt(2) * np.array([(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0),
+                                              (0, 0, 1), (0, 0, -1)], float)
+    pop = from_atoms([Atoms("Ar3Kr2Ar", positions=octahedron + rng.normal(0, 0.1, (6, 3)))])
+    params = pot.params
+
+    def f(p):
+        out = relax_differentiable(pop, pot, params=p)
+        assert out.valid.all() and np.isnan(out.volume[0])
+        d = out.positions[0] - jnp.mean(out.positions[0], axis=0)
+        radius = jnp.sqrt(jnp.mean(jnp.sum(d * d, axis=1)))
+        return jnp.stack([out.energy[0], out.enthalpy[0], radius,
+                          jnp.linalg.norm(out.positions[0, 3] - out.positions[0, 4])])
+
+    values, pull = jax.vjp(f, params)
+    for leaf in ("epsilon", "sigma"):
+        d = {k: jnp.zeros_like(v) for k, v in params.items()}
+        d[leaf] = d[leaf].at[0, 1].set(params[leaf][0, 1]).at[1, 0].set(params[leaf][1, 0])
+        implicit = jnp.stack([sum(jnp.sum(g * d[k]) for k, g in pull(row)[0].items())
+                              for row in jnp.eye(len(values))])
+        plus = {k: params[k] + H * d[k] for k in params}
+        minus = {k: params[k] - H * d[k] for k in params}
+        fd = (f(plus) - f(minus)) / (2 * H)
+        assert np.all(np.abs(np.asarray(fd)) > 1e-6), fd
+        np.testing.assert_allclose(np.asarray(implicit), np.asarray(fd), rtol=RTOL, atol=0)
+    # pressure does not act on a cluster
+    assert float(jax.grad(lambda P: relax_differentiable(pop, pot, pressure=P).enthalpy[0])(
+        1.0)) == 0.0
 
 
 @pytest.mark.slow

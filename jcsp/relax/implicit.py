@@ -41,8 +41,10 @@ A gradient is only meaningful at a strict local minimum. Each structure carries 
 :class:`NotAMinimumError` (or, with ``on_invalid="nan"``, gives NaN with a warning);
 it never returns a silent number.
 
-Only crystals (periodic in all three directions) are supported. The forward pass runs on
-the host, so :func:`relax_differentiable` works under ``jax.grad``, ``jax.vjp``,
+Crystals (periodic in all three directions) and clusters (no periodicity) are supported;
+for a cluster only the atoms relax, the three rigid rotations about its centre are
+projected out as well, ``volume`` is NaN and ``enthalpy`` is the energy (its box has no
+physical volume, as in :func:`jcsp.relax`). The forward pass runs on the host, so :func:`relax_differentiable` works under ``jax.grad``, ``jax.vjp``,
 ``jax.jacrev`` and ``jax.value_and_grad`` but not inside ``jax.jit`` or ``jax.vmap``.
 """
 
@@ -93,8 +95,8 @@ class DifferentiableRelaxation(NamedTuple):
       cell: [B, 3, 3] relaxed cells, rows are lattice vectors, Å.
       frac: [B, N, 3] relaxed fractional coordinates.
       energy: [B] potential energy, eV.
-      enthalpy: [B] ``E + p V``, eV.
-      volume: [B] cell volume, Å³.
+      enthalpy: [B] ``E + p V``, eV (``E`` for clusters).
+      volume: [B] cell volume, Å³ (NaN for clusters).
       converged: [B] bool, the relaxer converged and the polished gradient is below fmax.
       stable: [B] bool, no non-positive curvature was found (not a saddle point).
       valid: [B] bool, ``converged & stable``: gradients of this structure are exact.
@@ -148,14 +150,38 @@ def _volume(cell):
     return jnp.abs(jnp.dot(cell[0], jnp.cross(cell[1], cell[2])))
 
 
-def _project(v, mask, relax_cell: bool):
+def _rotation_modes(positions, mask):
+    """[B, 3, N, 3] orthonormal rigid-rotation modes of each cluster about its centre
+    (a zero vector where a mode is degenerate, e.g. the axis of a linear molecule)."""
+    m = mask[..., None].astype(positions.dtype)
+    centre = jnp.sum(positions * m, axis=1, keepdims=True) / jnp.maximum(
+        jnp.sum(m, axis=1, keepdims=True), 1)
+    d = (positions - centre) * m
+    size = jnp.sqrt(jnp.sum(d * d, axis=(1, 2)))  # [B]
+    axes = jnp.eye(3, dtype=positions.dtype)
+    modes = []
+    for k in range(3):
+        v = jnp.cross(axes[k][None, None, :], d)  # [B, N, 3]
+        for q in modes:
+            v = v - _dot(v, q)[:, None, None] * q
+        norm = jnp.sqrt(_dot(v, v))
+        keep = norm > 1e-8 * jnp.maximum(size, 1e-30)
+        modes.append(jnp.where(keep[:, None, None], v / jnp.where(keep, norm, 1.0)[:, None, None],
+                               0.0))
+    return jnp.stack(modes, axis=1)
+
+
+def _project(v, mask, relax_cell: bool, rotations=None):
     """Remove the zero modes from v [B, R, 3]: padded atoms, uniform translations of the
-    real atoms and the antisymmetric (rotation) part of the strain rows."""
+    real atoms, the antisymmetric (rotation) part of the strain rows and, for clusters,
+    the rigid rotations ``rotations`` [B, 3, N, 3] (orthonormal)."""
     n = mask.shape[1]
     m = mask[..., None].astype(v.dtype)
     u = v[:, :n] * m
     mean = jnp.sum(u, axis=1, keepdims=True) / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1)
     u = (u - mean) * m
+    if rotations is not None:
+        u = u - jnp.einsum("bk,bkni->bni", jnp.einsum("bkni,bni->bk", rotations, u), rotations)
     if not relax_cell:
         return u
     s = v[:, n:]
@@ -172,7 +198,7 @@ class _Solve(NamedTuple):
     iterations: Array  # [] int
 
 
-def _cg(hvp, b, mask, relax_cell, tol, maxiter) -> _Solve:
+def _cg(hvp, b, mask, relax_cell, tol, maxiter, rotations=None) -> _Solve:
     """Batched conjugate gradients for ``H x = b`` (Hestenes & Stiefel, J. Res. NBS 49,
     409 (1952)), each structure with its own step sizes and stopping test.
 
@@ -180,7 +206,7 @@ def _cg(hvp, b, mask, relax_cell, tol, maxiter) -> _Solve:
     has curvature ``p.Hp <= CURVATURE_TOL |p|^2`` (then ``negative`` is set: the matrix
     is not positive definite on the projected space).
     """
-    b = _project(b, mask, relax_cell)
+    b = _project(b, mask, relax_cell, rotations)
     b_norm = jnp.sqrt(_dot(b, b))
     x = jnp.zeros_like(b)
     rs = _dot(b, b)
@@ -193,7 +219,7 @@ def _cg(hvp, b, mask, relax_cell, tol, maxiter) -> _Solve:
 
     def body(state):
         k, x, r, p, rs, active, negative = state
-        hp = _project(hvp(p), mask, relax_cell)
+        hp = _project(hvp(p), mask, relax_cell, rotations)
         php = _dot(p, hp)
         bad = active & (php <= CURVATURE_TOL * _dot(p, p))
         negative = negative | bad
@@ -271,25 +297,28 @@ def _implicit_pass(params, pressure, ref: _Reference, allow, previous, probe, co
                              ref.nbrs)
 
     def enthalpy(z, params, pressure):
+        if not any(pbc):  # a cluster's box is no volume: H = E
+            return jnp.sum(energies(z, params))
         volumes = jax.vmap(_volume)(_geometry_batch(z, ref, relax_cell)[1])
         return jnp.sum(energies(z, params)) + jnp.sum(pressure * volumes)
 
     def grad(z, params, pressure):
         return jax.grad(enthalpy)(z, params, pressure)
 
+    rotations = None if any(pbc) else _rotation_modes(ref.positions, ref.mask)
     g, hvp = jax.linearize(lambda z: grad(z, params, pressure), z)
-    g = _project(g, ref.mask, relax_cell)
+    g = _project(g, ref.mask, relax_cell, rotations)
     residual = _row_norms(g, ref.mask, relax_cell)
     ct_positions, ct_cell, ct_energy = cotangents
     energy, pull_energy = jax.vjp(energies, z, params)
     z_energy, params_energy = pull_energy(ct_energy)
     _, pull_geometry = jax.vjp(lambda z: _geometry_batch(z, ref, relax_cell), z)
     (z_geometry,) = pull_geometry((ct_positions, ct_cell))
-    b_backward = _project(z_geometry + z_energy, ref.mask, relax_cell)
+    b_backward = _project(z_geometry + z_energy, ref.mask, relax_cell, rotations)
     asked = backward & jnp.any(b_backward != 0, axis=(1, 2))
     todo = ~backward & allow & (residual > POLISH_TOL) & (residual < 0.5 * previous)
     b = jnp.where(backward, b_backward, jnp.where(todo[:, None, None], -g, probe))
-    solved = _cg(hvp, b, ref.mask, relax_cell, tol, maxiter)
+    solved = _cg(hvp, b, ref.mask, relax_cell, tol, maxiter, rotations)
     v = jnp.where(((invalid | solved.negative) & asked)[:, None, None], jnp.nan, solved.x)
     _, pull = jax.vjp(lambda params, pressure: grad(z, params, pressure), params, pressure)
     params_bar, pressure_bar = pull(-v)
@@ -417,7 +446,9 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
     tolerance; the enthalpy obeys ``dH/dp = V`` to round-off.
 
     Args:
-      pop: a padded population of crystals (``from_atoms``); no empty slots.
+      pop: a padded population of crystals or clusters (``from_atoms``); no empty slots.
+        Its structures are where the relaxations start; they are not differentiable
+        inputs (a relaxed minimum does not depend on its starting point nearby).
       potential: a :class:`jcsp.potentials.Potential`.
       params: the potential's parameter pytree (default ``potential.params``); the
         argument to differentiate with respect to.
@@ -438,8 +469,8 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
       gradients, its flags are NumPy arrays.
 
     Raises:
-      ValueError: clusters, empty slots, or bad options.
-      TypeError: called inside ``jax.jit`` or ``jax.vmap``.
+      ValueError: partly periodic structures, empty slots, or bad options.
+      TypeError: called inside ``jax.jit`` or ``jax.vmap``, or with a traced population.
 
     Example:
       >>> pop = from_atoms([bulk("Si", "diamond", a=5.4)])
@@ -449,8 +480,14 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
     """
     if not isinstance(pop, Population):
         raise ValueError("pop must be a jcsp Population (jcsp.structures.convert.from_atoms)")
-    if not all(pop.pbc):
-        raise ValueError("relax_differentiable supports crystals (pbc all true) only")
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(pop)):
+        raise TypeError("the starting population is not a differentiable input of "
+                        "relax_differentiable (a relaxed minimum does not depend on its "
+                        "starting point nearby); differentiate with respect to params or "
+                        "pressure")
+    if any(pop.pbc) and not all(pop.pbc):
+        raise ValueError("relax_differentiable takes crystals (pbc all true) or clusters "
+                         "(pbc all false), not partly periodic structures")
     mask = np.asarray(pop.mask)
     if not mask.any(axis=1).all():
         raise ValueError("the population has empty slots; build it from the structures "
@@ -459,12 +496,12 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
         raise ValueError(f"on_invalid must be 'raise' or 'nan', got {on_invalid!r}")
     if not (isinstance(fmax, (int, float)) and np.isfinite(fmax) and fmax > 0):
         raise ValueError(f"fmax must be a positive number (eV/Å), got {fmax!r}")
-    relax_cell = bool(relax_cell)
+    pbc = tuple(bool(x) for x in pop.pbc)
+    relax_cell = bool(relax_cell) and all(pbc)
     params = potential.params if params is None else params
     batch = pop.batch_size
     p_gpa = jnp.broadcast_to(jnp.asarray(pressure, dtype=jnp.float64), (batch,))
     p_ev = gpa_to_ev_per_a3(p_gpa)
-    pbc = tuple(bool(x) for x in pop.pbc)
     species = np.asarray(pop.species)
     capacity = _capacity(potential, pbc, pop.n_max)
     state: dict = {}
@@ -484,8 +521,13 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
             n = len(a)
             finite = np.isfinite(a.positions).all() and np.isfinite(a.cell[:]).all()
             src = a if finite else atoms[b]
-            positions[b, :n] = src.positions
-            cells[b] = src.cell[:]
+            if all(pbc):
+                positions[b, :n] = src.positions
+                cells[b] = src.cell[:]
+            else:  # a cluster sits in the middle of its population box
+                cells[b] = np.asarray(pop.cell[b])
+                positions[b, :n] = (src.positions - src.positions.mean(axis=0)
+                                    + np.diag(cells[b]) / 2)
             ok[b] = finite and bool(a.info.get("converged")) and not a.info.get("failed")
             steps[b] = a.info.get("steps", 0)
         ref, sized, energy, residual, stable, ok, probe = _polish(
@@ -517,11 +559,15 @@ def relax_differentiable(pop: Population, potential: Potential, params=None, pre
 
     relaxed.defvjp(lambda params, p_ev: forward(params, p_ev), backward)
     positions, cell, energy = relaxed(params, p_ev)
-    volume = jax.vmap(_volume)(cell)
     frac = jnp.einsum("bni,bij->bnj", positions, jnp.linalg.inv(cell))
+    if all(pbc):
+        volume = jax.vmap(_volume)(cell)
+        enthalpy = energy + p_ev * volume
+    else:
+        volume, enthalpy = jnp.full(batch, jnp.nan), energy
     converged, stable = state["converged"], state["stable"]
     return DifferentiableRelaxation(
-        positions=positions, cell=cell, frac=frac, energy=energy, enthalpy=energy + p_ev * volume,
+        positions=positions, cell=cell, frac=frac, energy=energy, enthalpy=enthalpy,
         volume=volume, converged=converged, stable=stable, valid=converged & stable,
         residual=state["residual"], steps=state["steps"])
 
