@@ -12,11 +12,13 @@ layers by Blondel et al., *Efficient and Modular Implicit Differentiation*, Neur
 
 - **forward** (host side, on concrete values): the batched relaxer :func:`jcsp.relax`
   (L-BFGS to ``fmax``) followed by a few Newton steps (conjugate gradients on
-  Hessian-vector products) that bring the enthalpy gradient down to round-off, then a
-  curvature probe (one more conjugate-gradient solve with a fixed pseudo-random
-  right-hand side) that detects saddle points;
+  Hessian-vector products) that bring the enthalpy gradient down to round-off; in the
+  same batched solves, every structure that needs no further Newton step gets a
+  curvature probe (conjugate gradients on a fixed pseudo-random right-hand side) that
+  detects saddle points;
 - **backward**: one batched conjugate-gradient solve ``H_zz v = dL/dz`` on
-  Hessian-vector products (forward-over-reverse, ``jax.linearize`` of ``jax.grad``),
+  Hessian-vector products (forward-over-reverse, ``jax.linearize`` of ``jax.grad``;
+  Pearlmutter, Neural Comput. 6, 147 (1994)),
   then ``theta_bar = -(d grad_z H / d theta)^T v`` by one vector-Jacobian product. The
   optimiser's iterations are never differentiated.
 
