@@ -101,8 +101,16 @@ def carbon_phases() -> dict:
 #: oracle spec, known phases factory).
 SPEC_SYSTEMS = {"c8-gfn1": ("C8", 0.0, "tblite:GFN1-xTB", carbon_phases)}
 
+def cu_phases() -> dict:
+    return {"fcc": bulk("Cu", "fcc", a=3.615, cubic=True).repeat((2, 1, 1)),
+            "hcp": bulk("Cu", "hcp", a=2.556, c=4.174).repeat((2, 2, 1)),
+            "bcc": bulk("Cu", "bcc", a=2.87, cubic=True).repeat((2, 2, 1))}
+
+
 #: name -> (composition, pressure GPa, potential factory, known phases factory)
 SYSTEMS = {
+    "cu8-eam": ("Cu8", 0.0, lambda: load_potential("/usr/share/lammps/potentials/Cu_u3.eam"),
+                cu_phases),
     "si8-sw": ("Si8", 0.0, lambda: load_potential("sw-si"), si_phases),
     "tio2x2-ma": ("Ti2O4", 0.0, matsui_akaogi, tio2_phases),
 }
