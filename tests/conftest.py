@@ -18,15 +18,10 @@ import tempfile
 # Set before numpy loads OpenBLAS (later settings are ignored).
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-# Compiled kernels would go to a cache of the test runs, not to the user's own cache
-# directory (jcsp.compile_cache reads this when jcsp is imported); but the persistent cache
-# is off in the tests: in one full run (jax 0.10.2, CPU) JAX segfaulted while serializing
-# the compiled EAM elastic-constant Hessian of test_properties into the cache
-# (compilation_cache.put_executable_and_time), which killed that worker. The cache itself
-# is tested in its own processes (test_compile_cache).
+# Compiled kernels go to a cache of the test runs, shared by the two workers, not to the
+# user's own cache directory (jcsp.compile_cache reads this when jcsp is imported).
 os.environ.setdefault("JCSP_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "jcsp-test-jax-cache"))
-os.environ.setdefault("JCSP_NO_CACHE", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
