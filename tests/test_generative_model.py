@@ -252,6 +252,26 @@ def test_load_sample_and_bad_input(tiny_model):
         model.sample([formula], 0)
     proposals = model.propose(composition_numbers(formula), 2, seed=3)
     assert len(proposals) == 2
+    # A request cut into pieces of whole batches (first_batch counting the batches
+    # before each piece) draws exactly the crystals of the whole request; the last
+    # piece is short (one composition, 3 crystals of a 6-wide batch). All cells have
+    # 5 atoms, so every piece pads to the same width.
+    a_, b_ = (jcsp_symbol(z) for z in known)
+    five = [formula, {a_: 2, "O": 3}, formula, {b_: 2, "O": 3}, formula]
+    with pytest.warns(UserWarning):
+        whole = model.sample(five, 3, seed=2, n_steps=4, batch_size=6)
+        pieces = (model.sample(five[:2], 3, seed=2, n_steps=4, batch_size=6)
+                  + model.sample(five[2:4], 3, seed=2, n_steps=4, batch_size=6,
+                                 first_batch=1)
+                  + model.sample(five[4:], 3, seed=2, n_steps=4, batch_size=6,
+                                 first_batch=2))
+        shifted = model.sample(five[2:4], 3, seed=2, n_steps=4, batch_size=6)
+    for a, b in zip(sum(whole, []), sum(pieces, [])):
+        np.testing.assert_array_equal(a.cell.array, b.cell.array)
+        np.testing.assert_array_equal(a.positions, b.positions)
+    assert not np.allclose(shifted[0][0].positions, whole[2][0].positions)
+    with pytest.raises(ValueError, match="first_batch"):
+        model.sample([formula], 1, first_batch=-1)
 
 
 def jcsp_symbol(z: int) -> str:

@@ -152,7 +152,8 @@ class GenerativeModel:
 
     def sample(self, compositions, n_samples: int = 1, *, seed: int = 0,
                n_steps: int | None = None, step_lr: float = STEP_LR, corrector: bool = True,
-               batch_size: int = DEFAULT_BATCH, progress: bool = False) -> list[list[Atoms]]:
+               batch_size: int = DEFAULT_BATCH, progress: bool = False,
+               first_batch: int = 0) -> list[list[Atoms]]:
         """``n_samples`` crystals for every composition (one list per composition).
 
         The whole request is one population: compositions of the same cell size share
@@ -166,6 +167,11 @@ class GenerativeModel:
           n_steps: reverse-diffusion steps (default: the model's ``sampling.n_steps``,
             else :data:`DEFAULT_STEPS`, at most the schedule's T).
           step_lr, corrector: the Langevin corrector's step and whether to run it.
+          first_batch: the index of this request's first batch in a larger request. Batch
+            ``b`` draws its noise from ``fold_in(PRNGKey(seed), b)``, so a request cut
+            into pieces of whole batches (each piece a multiple of ``batch_size``
+            crystals, ``first_batch`` counting the batches before it) gives exactly the
+            crystals of the whole request: long evaluations can run piece by piece.
         """
         if isinstance(compositions, (str, dict)):
             compositions = [compositions]
@@ -176,6 +182,8 @@ class GenerativeModel:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if int(first_batch) != first_batch or first_batch < 0:
+            raise ValueError(f"first_batch must be a non-negative integer, got {first_batch}")
         cells = [composition_numbers(c) for c in compositions]
         for numbers in cells:
             self.check(numbers)
@@ -191,7 +199,8 @@ class GenerativeModel:
         out: list[list[Atoms | None]] = [[None] * int(n_samples) for _ in cells]
         bar = tqdm(total=len(jobs), disable=not progress, unit="crystal", desc="sampling",
                    dynamic_ncols=True)
-        width = min(batch_size, len(jobs))
+        # a later piece of a larger request keeps that request's batch shape (its noise)
+        width = batch_size if first_batch else min(batch_size, len(jobs))
         for start in range(0, len(jobs), width):
             chunk = jobs[start:start + width]
             species = np.zeros((width, n_max), np.int32)
@@ -199,7 +208,7 @@ class GenerativeModel:
             for row, (i, _) in enumerate(chunk):
                 species[row, :len(cells[i])] = [index[z] for z in cells[i]]
                 mask[row, :len(cells[i])] = True
-            key = jax.random.fold_in(jax.random.PRNGKey(seed), start // width)
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), int(first_batch) + start // width)
             lattice, frac, energy = jax.device_get(sampler(params, species, mask, key))
             for row, (i, j) in enumerate(chunk):
                 n = len(cells[i])
