@@ -42,16 +42,16 @@ Devices and processes (:mod:`jcsp.sharding`, ``docs/scaling.md``). With several 
 devices the ``B`` slots of a batch are split over all of them (``B`` rounded up to a
 multiple of their number): each device steps its own block of slots with no exchange,
 and the host reads back per-slot results as before. A structure's numbers are those of
-one device: bit for bit for the Lennard-Jones crystals of ``tests/test_sharding.py`` in
-the serial schedule of CPUs, otherwise to the last bits (XLA compiles the partitioned
-program with other floating-point rewrites, and the vmapped schedule vectorises another
-batch width: 1.9e-12 Å for Stillinger-Weber silicon in
-``experiments/results/bench_scaling.json``). In a ``jax.distributed`` job, each process
+one device: bit for bit in the serial schedule of CPUs for every potential family
+(``tests/test_sharding.py``; how, in :mod:`jcsp.relax.kernel`), and in the vmapped
+schedule of accelerators with two or more slots per device (one slot per device compiles
+a batch axis of length 1 differently: ~1e-13 Å). In a ``jax.distributed`` job, each process
 relaxes a contiguous block of every bucket, with the neighbor capacity the whole bucket
 gives and its share of the batch (``B / processes`` slots), and the results are
 exchanged once at the end of the call.
 
-Invalid inputs (:func:`screen`) are set aside before bucketing and come back flagged,
+Invalid inputs (:func:`~.inputs.screen`, with the other checks of the arguments in
+:mod:`jcsp.relax.inputs`) are set aside before bucketing and come back flagged,
 so the batches, list shapes and numbers of the valid structures are those of a run
 without them. A structure fails during the run (and is frozen and reported with
 ``info["failure_reason"]`` and ``info["error"]``) when its energy, forces or stress are
@@ -79,11 +79,13 @@ from .. import neighbors as nl
 from .. import sharding
 from ..capacity import Capacity, ListSpec
 from ..potentials.base import Potential
-from ..structures.convert import MIN_DISTANCE, StructureError, check_structure, from_atoms
+from ..structures.convert import StructureError, from_atoms
 from ..structures import population
 from ..structures.population import bucket_indices, place
 from ..units import EV_PER_A3_IN_GPA, full_to_voigt, gpa_to_ev_per_a3
 from .fire import FireConfig
+from .inputs import (_check_arguments, _options, _pressures, _rejected,  # noqa: F401
+                     _skin, screen)
 from .lbfgs import LBFGSConfig
 
 Array = jax.Array
@@ -98,11 +100,6 @@ TARGET_ATOMS = 4096
 #: Batches at least this wide are repacked into narrower ones once the queue is empty
 #: and three quarters of their slots are done (the slow tail of a population).
 MIN_SHRINK = 64
-#: Default Verlet skin: this fraction of the potential's cutoff, at most MAX_SKIN Å.
-#: A wider skin means fewer list rebuilds and more (masked) pairs per evaluation.
-SKIN_FRACTION = 0.25
-MAX_SKIN = 1.0
-OPTIMIZERS = {"fire": FireConfig, "lbfgs": LBFGSConfig}
 #: What to do about each failure code of :data:`REASONS` (appended in ``info["error"]``).
 ADVICE = {
     1: "the potential is undefined here (atoms far closer than it was made for, or "
@@ -127,13 +124,6 @@ def _cache(table, potential) -> dict:
         return table.setdefault(potential, {})
     except TypeError:  # unhashable or not weak-referenceable: no caching across calls
         return {}
-
-
-def _skin(potential, skin=None) -> float:
-    """Verlet skin in Å: the given one, or the default fraction of the cutoff."""
-    if potential.cutoff is None:
-        return 0.0
-    return min(SKIN_FRACTION * potential.cutoff, MAX_SKIN) if skin is None else float(skin)
 
 
 def _capacity_for(potential, pbc, n_max, skin, headroom=1.0) -> Capacity:
@@ -162,168 +152,6 @@ def _kernel(potential, capacity: Capacity, batch, n_max, config, relax_cell, pbc
         table[key] = _build_kernel(capacity.sized, potential.cutoff, capacity.lists, config,
                                    relax_cell, pbc, batch, mesh=mesh)
     return table[key]
-
-
-# --- validation -----------------------------------------------------------------------
-def _number(value, name, *, positive=True) -> float:
-    if isinstance(value, (bool, str, bytes)) or np.asarray(value).dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v) or (positive and v <= 0):
-        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
-                         f"got {value!r}")
-    return v
-
-
-def _pressures(pressure, n) -> np.ndarray:
-    arr = np.asarray(pressure) if not isinstance(pressure, (str, bytes)) else None
-    if arr is None or isinstance(pressure, bool) or arr.dtype.kind not in "iuf":
-        raise ValueError(f"pressure must be a number in GPa (or one per structure), "
-                         f"got {pressure!r}")
-    arr = arr.astype(float)
-    if arr.ndim == 0:
-        arr = np.full(n, float(arr))
-    elif arr.shape != (n,):
-        raise ValueError(f"pressure must be one number or one per structure ({n}), "
-                         f"got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("pressure must be finite (GPa)")
-    return arr
-
-
-def _config(optimizer):
-    if isinstance(optimizer, (FireConfig, LBFGSConfig)):
-        return optimizer
-    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
-        return OPTIMIZERS[optimizer.lower()]()
-    raise ValueError(f"unknown optimizer {optimizer!r}: use 'fire' or 'lbfgs' "
-                     "(or a FireConfig / LBFGSConfig)")
-
-
-def _integer(value, name, minimum) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _plainly_valid(structures) -> np.ndarray:
-    """[S] bool: structures that certainly pass :func:`check_structure` (host side).
-
-    A vectorised screen (finite numbers, volume, no two atoms or images closer than
-    ``MIN_DISTANCE``); structures it cannot clear go through ``check_structure`` itself,
-    which gives the error message. For cells with every lattice-plane spacing above
-    ``MIN_DISTANCE``, a shorter separation has fractional components below 1, so the
-    rounded fractional difference plus shifts in {-1, 0, 1} finds it.
-    """
-    ok = np.zeros(len(structures), bool)
-    groups: dict = {}
-    for k, atoms in enumerate(structures):
-        pbc = tuple(bool(p) for p in atoms.pbc)
-        if pbc in ((True,) * 3, (False,) * 3) and len(atoms) > 1:
-            groups.setdefault((pbc, len(atoms)), []).append(k)
-    shifts = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    for (pbc, n), members in groups.items():
-        periodic = pbc[0]
-        step = max(1, 2_000_000 // (n * n * (27 if periodic else 1)))
-        for start in range(0, len(members), step):
-            idx = members[start:start + step]
-            pos = np.stack([structures[k].positions for k in idx])
-            good = np.isfinite(pos).all(axis=(1, 2))
-            if periodic:
-                cell = np.stack([structures[k].cell[:] for k in idx])
-                vol = np.abs(np.linalg.det(cell))
-                good &= np.isfinite(cell).all(axis=(1, 2))
-                good &= vol >= 1e-6 * np.maximum(1.0, np.linalg.norm(cell, axis=(1, 2)) ** 3)
-                cell = np.where(good[:, None, None], cell, np.eye(3))
-                spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=-2)
-                good &= (spacing > MIN_DISTANCE).all(1)
-                frac = np.einsum("bni,bij->bnj", np.nan_to_num(pos), np.linalg.inv(cell))
-                d = frac[:, None] - frac[:, :, None]
-                d = (d - np.round(d))[:, :, :, None, :] + shifts
-                vec = np.einsum("bijsk,bkl->bijsl", d, cell)
-                self_pair = (np.eye(n, dtype=bool)[:, :, None] & (shifts == 0).all(1))
-            else:
-                vec = (pos[:, None] - pos[:, :, None])[:, :, :, None, :]
-                self_pair = np.eye(n, dtype=bool)[:, :, None]
-            d2 = np.where(self_pair, np.inf, np.sum(vec * vec, axis=-1))
-            good &= d2.reshape(len(idx), -1).min(1) >= MIN_DISTANCE**2
-            ok[idx] = good
-    return ok
-
-
-def _check_arguments(structures, potential) -> None:
-    """Errors of the call itself (not of one structure): these always raise."""
-    if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
-        raise ValueError("relax expects a list of ase.Atoms (wrap a single one: [atoms])")
-    if len(structures) == 0:
-        raise ValueError("relax got no structures")
-    if not isinstance(potential, Potential):
-        raise ValueError(f"potential must be a jcsp potential, got {type(potential).__name__}")
-    for k, atoms in enumerate(structures):
-        if not isinstance(atoms, Atoms):
-            raise ValueError(f"structure {k} is a {type(atoms).__name__}, not an ase.Atoms")
-
-
-def screen(structures: Sequence[Atoms], potential: Potential) -> list[str | None]:
-    """Per structure, None when it can be relaxed with ``potential``, else why not and
-    what to do (host side).
-
-    Invalid: no atoms, non-finite coordinates or cell, zero volume, partial
-    periodicity, atoms closer than ``MIN_DISTANCE``, species the potential does not
-    cover, or a crystal given to a potential without a cutoff.
-    """
-    plain = _plainly_valid(structures)
-    errors: list[str | None] = []
-    for k, atoms in enumerate(structures):
-        try:
-            if not plain[k]:
-                check_structure(atoms)
-            potential.check_species(atoms.numbers)
-            if any(atoms.pbc) and potential.cutoff is None:
-                raise StructureError(
-                    f"the structure is periodic but {potential!r} has no cutoff (all pairs),"
-                    " which only works for clusters; give the potential a cutoff")
-        except ValueError as err:
-            errors.append(str(err))
-        else:
-            errors.append(None)
-    return errors
-
-
-def _rejected(atoms: Atoms, error: str) -> Atoms:
-    """The output for an input that was not relaxed: the input itself, flagged."""
-    out = atoms.copy()
-    del out.constraints
-    nan = float("nan")
-    out.info.update(failed=True, invalid=True, error=error, failure_reason=error,
-                    converged=False, steps=0, energy=nan, enthalpy=nan, pressure=nan,
-                    volume=nan, max_force=nan, max_stress=nan)
-    return out
-
-
-def _options(potential, *, fmax, smax, optimizer, max_steps, steps_per_segment, batch_size,
-             headroom, skin, dtype, params) -> dict:
-    """The checked options of :func:`relax` and :func:`relax_stream` (host side)."""
-    out = dict(fmax=_number(fmax, "fmax"),
-               smax=None if smax is None else _number(smax, "smax"),
-               optimizer=_config(optimizer), max_steps=_integer(max_steps, "max_steps", 0),
-               steps_per_segment=_integer(steps_per_segment, "steps_per_segment", 1),
-               batch_size=None if batch_size is None else _integer(batch_size, "batch_size", 1),
-               headroom=_number(headroom, "headroom"))
-    if out["headroom"] < 1:
-        raise ValueError(f"headroom must be >= 1, got {headroom!r}")
-    if skin is not None and (_number(skin, "skin", positive=False) < 0):
-        raise ValueError(f"skin must be >= 0 Å, got {skin!r}")
-    out["skin"] = _skin(potential, skin)
-    dtype = np.dtype(jnp.zeros(()).dtype if dtype is None else dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    out["dtype"] = dtype
-    params = potential.params if params is None else params
-    out["params"] = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
-        else jnp.asarray(a), params)
-    return out
 
 
 # --- the public entry point -----------------------------------------------------------

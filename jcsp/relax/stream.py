@@ -24,8 +24,8 @@ from ..potentials.base import Potential
 from ..structures import population
 from ..structures.convert import from_atoms
 from ..units import gpa_to_ev_per_a3
-from .driver import (_Bucket, _Job, _bucket_capacity, _check_arguments, _integer,
-                     _options, _pressures, _rejected, screen)
+from .driver import _Bucket, _Job, _bucket_capacity
+from .inputs import _check_arguments, _integer, _options, _pressures, _rejected, screen
 
 
 def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float = 0.0,
@@ -43,7 +43,7 @@ def relax_stream(feed, potential: Potential, fmax: float = 0.01, pressure: float
     as in :func:`~.driver.relax` (no extra compilation), and its numbers are those it gets from
     ``relax(..., batch_size=batch_size)``: a slot's numbers do not depend on the other
     slots or on when it was loaded (``tests/test_search_pipeline.py`` checks it bit for
-    bit). Invalid inputs (:func:`~.driver.screen`) take no slot and come back flagged, as in
+    bit). Invalid inputs (:func:`~.inputs.screen`) take no slot and come back flagged, as in
     :func:`~.driver.relax`.
 
     Args:
