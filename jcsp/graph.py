@@ -78,4 +78,4 @@ def safe_norm(vec: Array, mask: Array) -> Array:
     """|vec| over the last axis with a finite gradient where ``mask`` is false."""
     ok = mask[..., None]
     safe = jnp.where(ok, vec, jnp.ones_like(vec))
-    return jnp.where(mask, jnp.linalg.norm(safe, axis=-1), 0.0)
+    return jnp.where(mask, jnp.sqrt(jnp.sum(safe * safe, axis=-1)), 0.0)

@@ -291,7 +291,9 @@ def symmetric_invariants(a: Array, l_max: int, correlation: int) -> Array:
 def bessel_basis(r: Array, n: int, cutoff: float) -> Array:
     """``sqrt(2/c) sin(k pi r / c) / r`` for k = 1..n; r > 0 assumed. [..., n]"""
     k = jnp.arange(1, n + 1, dtype=r.dtype)
-    return jnp.sqrt(2.0 / cutoff) * jnp.sin(k * jnp.pi * r[..., None] / cutoff) / r[..., None]
+    # times 1/r, not divided by r: see jcsp.relax.kernel on rewrites of divisions
+    return (jnp.sqrt(2.0 / cutoff) * jnp.sin(k * jnp.pi * r[..., None] / cutoff)
+            * (1.0 / r)[..., None])
 
 
 class RadialMLP(nn.Module):
@@ -471,8 +473,10 @@ class Backbone(nn.Module):
         cfg = self.config
         r_safe, edge, weight = edge_weights(cfg, nbr_vec, nbr_mask)
         radial = bessel_basis(r_safe, cfg.n_radial, cfg.cutoff)
-        unit = jnp.where(edge[..., None], nbr_vec, jnp.ones_like(nbr_vec))
-        sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=True,
+        # unit vectors as vec times 1/r (see jcsp.relax.kernel on rewrites of divisions)
+        unit = jnp.where(edge[..., None], nbr_vec * (1.0 / r_safe)[..., None],
+                         jnp.full_like(nbr_vec, 1.0 / np.sqrt(3.0)))
+        sh = e3nn.spherical_harmonics(cfg.sh_irreps, unit, normalize=False,
                                       normalization="component") * weight[..., None]
 
         onehot = jax.nn.one_hot(types, len(cfg.species), dtype=nbr_vec.dtype)

@@ -192,7 +192,7 @@ class StillingerWeber(Potential):
         in3 = mask & (r_ok < reach) & (r_ok < cut - gs / EXP_GUARD)
         r3 = jnp.where(in3, r_ok, safe_r)
         leg = jnp.where(in3, jnp.exp(gs / (r3 - cut)), 0.0)          # [N, K]
-        unit = jnp.where(mask[..., None], graph.nbr_vec / r_ok[..., None], 0.0)
+        unit = jnp.where(mask[..., None], graph.nbr_vec * (1.0 / r_ok)[..., None], 0.0)
         if self.n_types == 1:
             return e2 + self._three_body_moments(params, leg, unit)
         cos = jnp.einsum("nja,nka->njk", unit, unit)                  # [N, K, K]

@@ -148,7 +148,7 @@ def apply(dofs: Array, ref_cell: Array, ref_inv: Array, n_atoms: Array, *,
     if not relax_cell:
         eye = jnp.eye(3, dtype=dofs.dtype)
         return Transform(frac, ref_cell, eye, jnp.zeros_like(eye))
-    log_f = dofs[n:] / cell_factor(n_atoms, dofs.dtype)
+    log_f = dofs[n:] * (1.0 / cell_factor(n_atoms, dofs.dtype))
     deform = expm(log_f)
     return Transform(frac, ref_cell @ deform.T, deform, log_f)
 
@@ -172,7 +172,7 @@ def generalized_forces(t: Transform, forces: Array, stress: Array, pressure: Arr
     virial = -volume * (stress + pressure * eye)
     ucf = virial @ inv3(t.deform).T
     on_log = expm_adjoint(t.log_f, ucf)
-    return jnp.concatenate([forces @ t.deform, on_log / cell_factor(n_atoms, forces.dtype)])
+    return jnp.concatenate([forces @ t.deform, on_log * (1.0 / cell_factor(n_atoms, forces.dtype))])
 
 
 def enthalpy(energy: Array, cell: Array, pressure: Array, *, periodic: bool) -> Array:

@@ -120,7 +120,7 @@ def fire(config: FireConfig = FireConfig()) -> Optimizer:
         v = v + dt * forces
         dr = dt * v
         norm = jnp.sqrt(jnp.vdot(dr, dr))
-        dr = jnp.where(norm > c.maxstep, c.maxstep * dr / jnp.where(norm > 0, norm, 1.0), dr)
+        dr = jnp.where(norm > c.maxstep, dr * (c.maxstep / jnp.where(norm > 0, norm, 1.0)), dr)
         new = FireState(velocity=v, dt=dt.astype(x.dtype), a=a.astype(x.dtype),
                         n_pos=n_pos.astype(jnp.int32), started=jnp.bool_(True))
         keep = lambda n, o: jnp.where(active, n, o)  # noqa: E731
