@@ -197,6 +197,32 @@ def test_valid_against_ase_minimum_image():
     assert not valid(nan)
 
 
+def test_plausible_is_the_benchmark_validity_and_ranks_first():
+    """jcsp.generative.model.plausible (ASE, no pymatgen) against ``valid`` (pymatgen's
+    distance matrix) on random skewed perovskite cells, then GenerativeModel.rank puts
+    every implausible sample after the plausible ones, whatever its predicted energy."""
+    from jcsp.generative.model import GenerativeModel, plausible
+    rng = np.random.default_rng(11)
+    seen = set()
+    for trial in range(120):
+        cell = np.eye(3) * rng.uniform(3.0, 4.2) + rng.normal(0, 0.6, (3, 3))
+        atoms = Atoms("SrTiO3", cell=cell, scaled_positions=rng.random((5, 3)), pbc=True)
+        seen.add(valid(atoms))
+        assert plausible(atoms) == valid(atoms), trial
+    assert seen == {True, False}
+    assert not plausible(Atoms("H", cell=np.eye(3) * 0.4, pbc=True))
+    good = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    bad = good.copy()
+    bad.positions[1] = bad.positions[0] + [0.2, 0.0, 0.0]
+    samples = []
+    for k, (atoms, energy) in enumerate([(bad, -9.0), (good, -1.0), (bad, -8.0), (good, -2.0)]):
+        atoms = atoms.copy()
+        atoms.info.update(predicted_energy=energy, k=k)
+        samples.append(atoms)
+    ranked = GenerativeModel.rank(None, samples)
+    assert [a.info["k"] for a in ranked] == [3, 1, 0, 2]
+
+
 def test_bad_input(refs):
     with pytest.raises(ValueError, match="no reference"):
         match([], [], progress=False)

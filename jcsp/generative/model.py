@@ -30,6 +30,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from ase.formula import Formula
+from ase.neighborlist import neighbor_list
 from flax import serialization
 from tqdm.auto import tqdm
 
@@ -229,9 +230,41 @@ class GenerativeModel:
         return self.sample([list(numbers)], n, seed=seed)[0]
 
     def rank(self, samples: list[Atoms]) -> list[Atoms]:
-        """The samples of one composition sorted by the energy head's prediction
-        (lowest first); samples without a prediction go last."""
-        return sorted(samples, key=lambda a: a.info.get("predicted_energy", np.inf))
+        """The samples of one composition, plausible ones (:func:`plausible`) first, each
+        group sorted by the energy head's prediction (lowest first); samples without a
+        prediction go last in their group.
+
+        The head was trained on crystals, not on collapsed samples, and predicts low
+        energies for some samples with atoms on top of each other, so those are put
+        after every plausible sample whatever their prediction."""
+        return sorted(samples, key=lambda a: (not plausible(a),
+                                              a.info.get("predicted_energy", np.inf)))
+
+
+#: :func:`plausible`'s bounds: DiffCSP's structural validity (Xie et al.'s CDVAE).
+MIN_SEPARATION = 0.5  # Å, between two different atoms (an atom and its own images excepted)
+MIN_CELL_VOLUME = 0.1  # Å^3
+
+
+def plausible(atoms: Atoms) -> bool:
+    """Finite, a cell of at least ``MIN_CELL_VOLUME``, and no two different atoms (or an
+    atom and another's periodic image) closer than ``MIN_SEPARATION``: the structural
+    validity of the CSP benchmarks, computed with ASE (no pymatgen needed).
+
+    >>> from ase.build import bulk
+    >>> plausible(bulk("Si", "diamond", a=5.43)), plausible(Atoms("Si2", [[0, 0, 0], [0.3, 0, 0]], cell=[4] * 3, pbc=True))
+    (True, False)
+    """
+    cell = np.asarray(atoms.cell[:], float)
+    positions = np.asarray(atoms.positions, float)
+    if not (np.isfinite(cell).all() and np.isfinite(positions).all()):
+        return False
+    if atoms.pbc.all() and not abs(np.linalg.det(cell)) >= MIN_CELL_VOLUME:
+        return False
+    if len(atoms) < 2:
+        return True
+    i, j = neighbor_list("ij", atoms, MIN_SEPARATION, self_interaction=False)
+    return not np.any(i != j)
 
 
 def save(out: str, model: GenerativeModel, history: list[dict], train_config: dict) -> None:
