@@ -21,7 +21,8 @@ with an independent matcher. Writes experiments/results/<record>.
 With ``--pieces`` (one sampler setting) the references are taken ``batch_size // k`` at a
 time: each piece's samples (``runs/perov5_pieces_<split>_<setting>_k<k>/piece_NNNN.extxyz``)
 and match counts (``piece_NNNN.json``) are written when it is done, a rerun skips the pieces
-on disk, and the record is written once every piece is. The pieces draw exactly the
+on disk, and the record is written once every piece is (``--reverse`` takes them last
+first, for a second process on another core). The pieces draw exactly the
 crystals of one whole call (``GenerativeModel.sample(first_batch=)``), so the numbers are
 those of the one-call protocol.
 """
@@ -58,6 +59,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pieces", action="store_true",
                         help="sample and match batch_size // k references at a time, "
                              "resumable (one --grid setting)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="with --pieces: take the pieces last first (a second "
+                             "process on another core meets the first in the middle)")
     args = parser.parse_args(argv)
     if args.pieces:
         return by_pieces(args)
@@ -133,7 +137,7 @@ def by_pieces(args) -> None:
     os.makedirs(folder, exist_ok=True)
     n_pieces = -(-len(refs) // per_piece)
     pieces = []
-    for p in range(n_pieces):
+    for p in (reversed(range(n_pieces)) if args.reverse else range(n_pieces)):
         first = p * per_piece
         part = refs[first:first + per_piece]
         stem = os.path.join(folder, f"piece_{p:04d}")
@@ -172,6 +176,8 @@ def by_pieces(args) -> None:
               f"{row['by_k']['1']['match_rate']:.1f} %, k={args.k} "
               f"{row['by_k'][str(args.k)]['match_rate']:.1f} % ({done}/{len(refs)} refs)",
               flush=True)
+
+    pieces.sort(key=lambda r: r["piece"])
 
     def merged(blocks: list[dict], kp: int) -> dict:
         n = sum(b["n"] for b in blocks)
