@@ -268,12 +268,31 @@ def test_drivers_use_the_moves(algorithm, monkeypatch):
     assert res.best.info["energy"] < -40
 
 
-def test_ga_operator_weights_for_new_moves():
+def test_ga_operator_weights_for_new_moves(monkeypatch):
+    """GA operator weights on symmetrize and softmode alone: every child of generations
+    after the first comes from one of the two moves (counted), and with the default
+    weights neither is called (so the count can fail)."""
+    from jcsp.search.drivers import genetic
+
+    calls = {"symmetrize": 0, "softmode": 0}
+    for name in calls:
+        real = getattr(moves, name)
+
+        def counted(session, atoms, rng, name=name, real=real):
+            calls[name] += 1
+            return real(session, atoms, rng)
+
+        monkeypatch.setattr(genetic.moves, name, counted)
+    plain = jcsp.search("LJ13", LJ, algorithm="ga", budget=16, population=8, cluster=True,
+                        seed=2)
+    assert plain.n_relaxations == 16 and calls == {"symmetrize": 0, "softmode": 0}
     res = jcsp.search("LJ13", LJ, algorithm="ga", budget=24, population=8, cluster=True,
                       seed=2, options={"symmetrize": 0.5, "softmode": 0.5, "heredity": 0.0,
                                        "strain": 0, "permutation": 0, "rattle": 0,
                                        "surface": 0, "random": 0})
     assert res.n_relaxations == 24
+    assert calls["symmetrize"] > 0 and calls["softmode"] > 0
+    assert calls["symmetrize"] + calls["softmode"] >= 24 - 8  # one per child at least
     with pytest.raises(ValueError):
         jcsp.search("LJ13", LJ, algorithm="ga", budget=8, cluster=True,
                     options={"wyckoff": 1.5})
