@@ -135,7 +135,8 @@ def add_commands(sub, *, positive_int, positive_float) -> None:
     gen.add_argument("--steps", type=positive_int, default=None, metavar="N",
                      help=_STEPS_HELP)
     gen.add_argument("--rank", action="store_true",
-                     help="order each composition's samples by the energy head's "
+                     help="order each composition's samples: plausible ones (no two "
+                          "atoms under 0.5 A) first, each group by the energy head's "
                           "prediction, lowest first")
     gen.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="crystals per jitted call (bounds memory; default 512)")
