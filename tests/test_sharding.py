@@ -165,8 +165,14 @@ def _start(tmp_path, name, devices, *args):
     script.write_text(WORKER)
     result = tmp_path / f"{name}.pkl"
     log = open(tmp_path / f"{name}.log", "w")
+    env = _env(devices)
+    # Each worker compiles into its own persistent cache: a process of 4 forced devices
+    # or of a jax.distributed job must not leave executables for the test workers (and
+    # the other worker of the pair) to load. Two full runs of the suite lost a worker
+    # to a segfault inside JAX while it loaded or stored a cache entry.
+    env["JCSP_CACHE_DIR"] = str(tmp_path / f"jax-cache-{name}")
     proc = subprocess.Popen([sys.executable, str(script), args[0], str(result), *args[1:],
-                             _eam_file(), _sw_file()], env=_env(devices), stdout=log,
+                             _eam_file(), _sw_file()], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     return proc, result, tmp_path / f"{name}.log"
 
