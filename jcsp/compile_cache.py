@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 _TRUE = {"1", "true", "yes", "on"}
 _state: dict = {"enabled": None, "warned": False}
@@ -109,6 +110,31 @@ def enable(environ: Mapping[str, str] | None = None) -> Path | None:
 
 def enabled() -> Path | None:
     """The cache directory :func:`enable` set up in this process (None: uncached)."""
+    return _state["enabled"]
+
+
+def per_process(index: int) -> Path | None:
+    """Move this process's cache to ``<cache>/process-<index>`` (host side), for the
+    processes of a ``jax.distributed`` job (:func:`jcsp.sharding.initialize` calls it).
+
+    Executables compiled by one rank of a distributed job are not safe to load on
+    another (their compile options are not all part of the key: openxla/xla#18286), and
+    JAX writes cache files without locking or an atomic rename, so every process keeps
+    its own. Returns the new directory, or None when the cache is off."""
+    base = _state["enabled"]
+    if base is None:
+        return None
+    path = base / f"process-{int(index)}"
+    error = _writable(path)
+    if error is not None:
+        warnings.warn(f"jcsp: cannot use the compilation cache {path} ({error}); this "
+                      "process runs uncached", stacklevel=2)
+        jax.config.update("jax_compilation_cache_dir", None)
+        _state["enabled"] = None
+    else:
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        _state["enabled"] = path
+    compilation_cache.reset_cache()
     return _state["enabled"]
 
 

@@ -40,6 +40,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import compile_cache
+
 #: Name of the mesh axis the population is split over.
 AXIS = "population"
 #: Environment variables of a manual multi-process launch (with ``JAX_COORDINATOR_ADDRESS``).
@@ -139,6 +141,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             jax.distributed.initialize(local_device_ids=local_device_ids)
         else:
             return False
+    if jax.process_count() > 1:  # each process its own persistent compilation cache
+        compile_cache.per_process(jax.process_index())
     return jax.process_count() > 1
 
 

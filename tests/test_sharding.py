@@ -121,6 +121,9 @@ WORKER = textwrap.dedent('''
         out[algorithm] = (numbers(res.structures), np.asarray(res.history), res.n_relaxations)
         out[algorithm + "_relaxed_here"] = harvested[0] - before
     out["placed"] = placed
+    if mode == "process":  # each rank compiles into its own cache folder
+        from jcsp import compile_cache
+        out["cache"] = str(compile_cache.enabled())
     if mode == "process":  # the writer's error reaches every process, and its value
         try:
             sharding.run_on_writer(lambda: 1 / 0)
@@ -250,6 +253,8 @@ def test_two_processes_split_the_work_and_return_the_single_process_results(runs
     jobs = [_start(tmp_path, f"rank{k}", 1, "process", address, str(k)) for k in range(2)]
     ranks = [_finish(job) for job in jobs]
     assert [r["process"] for r in ranks] == [0, 1]
+    assert [r["cache"].rsplit("/", 2)[-2:] for r in ranks] == [
+        ["jax-cache-rank0", "process-0"], ["jax-cache-rank1", "process-1"]]
     assert all(r["raised"] for r in ranks)
     assert [r["shared"] for r in ranks] == [{"rank": 0}] * 2
     assert [r["kept"] for r in ranks] == [0, None]
