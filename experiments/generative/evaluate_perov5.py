@@ -74,20 +74,9 @@ def main(argv=None) -> None:
     runs = []
     for setting in args.grid:
         steps, mode = setting.split(":")
-        t0 = time.time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            samples = model.sample([a.numbers for a in refs], args.k, seed=args.seed,
-                                   n_steps=int(steps), corrector=(mode == "pc"),
-                                   batch_size=args.batch_size, progress=True)
-        seconds = time.time() - t0
+        samples, frames, seconds = _sample(model, refs, args, steps, mode, progress=True)
         os.makedirs(os.path.join(ROOT, "runs"), exist_ok=True)
         path = os.path.join(ROOT, "runs", f"perov5_samples_{args.split}_{steps}{mode}.extxyz")
-        frames = []
-        for i, group in enumerate(samples):
-            for j, atoms in enumerate(group):
-                atoms.info.update(reference_index=i, sample_index=j)
-                frames.append(atoms)
         ase.io.write(path, frames, format="extxyz")
         result = evaluate.match(samples, refs, ks=ks, processes=args.processes)
         ranked = evaluate.match([[model.rank(g)[0]] for g in samples], refs,
@@ -112,10 +101,24 @@ def main(argv=None) -> None:
                  results={"runs": runs})
 
 
-def _write_atomic(path: str, write) -> None:
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
+def _sample(model, refs, args, steps: str, mode: str, *, first: int = 0,
+            first_batch: int = 0, progress: bool = False):
+    """k samples per reference (seeded, timed) and the frames to write: (samples, frames
+    tagged with reference_index (from ``first``) and sample_index, seconds)."""
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        samples = model.sample([a.numbers for a in refs], args.k, seed=args.seed,
+                               n_steps=int(steps), corrector=(mode == "pc"),
+                               batch_size=args.batch_size, progress=progress,
+                               first_batch=first_batch)
+    seconds = time.time() - t0
+    frames = []
+    for i, group in enumerate(samples):
+        for j, atoms in enumerate(group):
+            atoms.info.update(reference_index=first + i, sample_index=j)
+            frames.append(atoms)
+    return samples, frames, seconds
 
 
 def by_pieces(args) -> None:
@@ -145,20 +148,10 @@ def by_pieces(args) -> None:
             with open(stem + ".json") as fh:
                 pieces.append(json.load(fh))
             continue
-        t0 = time.time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            samples = model.sample([a.numbers for a in part], args.k, seed=args.seed,
-                                   n_steps=int(steps), corrector=(mode == "pc"),
-                                   batch_size=args.batch_size, first_batch=p)
-        seconds = time.time() - t0
-        frames = []
-        for i, group in enumerate(samples):
-            for j, atoms in enumerate(group):
-                atoms.info.update(reference_index=first + i, sample_index=j)
-                frames.append(atoms)
-        _write_atomic(stem + ".extxyz",
-                      lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
+        samples, frames, seconds = _sample(model, part, args, steps, mode, first=first,
+                                           first_batch=p)
+        evaluate.write_atomic(stem + ".extxyz",
+                              lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
         result = evaluate.match(samples, part, ks=ks, processes=args.processes,
                                 progress=False)
         ranked = evaluate.match([[model.rank(g)[0]] for g in samples], part,
@@ -169,7 +162,7 @@ def by_pieces(args) -> None:
                "n_errors": result["n_errors"], "smact": result["smact"],
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "load_average": os.getloadavg()[0]}
-        _write_atomic(stem + ".json", lambda tmp: json.dump(row, open(tmp, "w")))
+        evaluate.write_atomic(stem + ".json", lambda tmp: json.dump(row, open(tmp, "w")))
         pieces.append(row)
         done = sum(r["n"] for r in pieces)
         print(f"piece {p + 1}/{n_pieces}: {seconds:.0f} s, k=1 "
