@@ -34,12 +34,24 @@ recompilation, never a wrong kernel. A size limit would make JAX lock the direct
 scan every entry on each write (its least-recently-used eviction), which costs time that
 grows with the number of entries: the test suite, which writes thousands, ran for minutes
 longer with it.
+
+Memory maps (Linux): every executable XLA's CPU backend compiles or loads from this cache
+is mapped into the process as a few small regions per kernel (about 700 for one
+relaxation kernel), and a process may hold at most ``vm.max_map_count`` of them (65530
+by default). A long-lived process that compiles thousands of kernels, such as a session
+that relaxes many different compositions and sizes, crossed that limit, and XLA then
+crashed the interpreter (a segmentation fault in its compile or cache-load step) instead
+of raising. :func:`release_if_crowded`, which the relaxer calls before it uses a kernel,
+drops JAX's in-memory executables (``jax.clear_caches``) when the process holds more than
+half the limit; they are recompiled, or read back from this cache, when next used.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +60,9 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 _TRUE = {"1", "true", "yes", "on"}
-_state: dict = {"enabled": None, "warned": False}
+_state: dict = {"enabled": None, "warned": False, "checked": -float("inf")}
+_MAPS = "/proc/self/maps"
+_MAP_LIMIT = "/proc/sys/vm/max_map_count"
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -136,6 +150,36 @@ def per_process(index: int) -> Path | None:
         _state["enabled"] = path
     compilation_cache.reset_cache()
     return _state["enabled"]
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """(memory regions this process maps, the kernel's per-process limit), or None where
+    ``/proc`` does not say (not Linux)."""
+    try:
+        with open(_MAPS, "rb") as maps:
+            count = maps.read().count(b"\n")
+        with open(_MAP_LIMIT) as limit:
+            return count, int(limit.read())
+    except (OSError, ValueError):
+        return None
+
+
+def release_if_crowded(fraction: float = 0.5, every: float = 2.0) -> bool:
+    """Drop JAX's compiled executables from memory (``jax.clear_caches``, then a garbage
+    collection) when this process maps more than ``fraction`` of ``vm.max_map_count``
+    regions (see the module notes); checks at most once per ``every`` seconds. Returns
+    True when it released them. Jitted functions stay valid: they recompile, or load from
+    the persistent cache, at their next call."""
+    now = time.monotonic()
+    if now - _state["checked"] < every:
+        return False
+    _state["checked"] = now
+    maps = memory_maps()
+    if maps is None or maps[0] <= fraction * maps[1]:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 enable()

@@ -27,8 +27,18 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 import lammps_ref  # noqa: E402
+from jcsp import compile_cache  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def _room_for_executables():
+    """After each test, drop JAX's in-memory executables once the worker maps a quarter
+    of ``vm.max_map_count`` regions: a worker runs hundreds of tests and compiles
+    thousands of kernels, and past the limit XLA segfaults (see jcsp.compile_cache)."""
+    yield
+    compile_cache.release_if_crowded(fraction=0.25, every=0.0)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,6 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase.build import bulk
+
+import jcsp
 from jcsp import compile_cache
 
 # A small jitted jcsp call (energy of fcc argon through the ASE calculator) that reports
@@ -107,3 +114,32 @@ def test_cache_directory_from_the_environment():
     for off in ("1", "true", "YES"):
         assert compile_cache.cache_dir({"JCSP_CACHE_DIR": "/c", "JCSP_NO_CACHE": off}) is None
     assert compile_cache.cache_dir({"JCSP_NO_CACHE": "0"}) == Path(home) / ".cache/jcsp/jax"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memory maps from /proc")
+def test_a_crowded_process_drops_its_executables_and_keeps_working():
+    functions = [jax.jit(lambda x, k=k: jnp.sin(x) * k + jnp.cumsum(x)) for k in range(20)]
+    x = jnp.arange(8.0)
+    first = [np.asarray(f(x)) for f in functions]
+    count, limit = compile_cache.memory_maps()
+    assert 0 < count < limit
+    assert not compile_cache.release_if_crowded(fraction=1.0, every=0.0)
+    assert all(f._cache_size() == 1 for f in functions)
+    assert compile_cache.release_if_crowded(fraction=0.0, every=0.0)
+    assert all(f._cache_size() == 0 for f in functions)
+    assert compile_cache.memory_maps()[0] < count
+    assert not compile_cache.release_if_crowded(fraction=0.0, every=3600.0)  # throttled
+    for f, y in zip(functions, first):
+        np.testing.assert_array_equal(np.asarray(f(x)), y)
+
+
+def test_the_relaxer_makes_room_before_it_runs_a_kernel(monkeypatch):
+    square = jax.jit(lambda x: x * x)
+    square(jnp.ones(3))
+    assert square._cache_size() == 1
+    monkeypatch.setattr(compile_cache, "memory_maps", lambda: (60000, 65530))
+    monkeypatch.setitem(compile_cache._state, "checked", -float("inf"))
+    lj = jcsp.potentials.LennardJones(epsilon=0.0104, sigma=3.4, cutoff=6.0)
+    out = jcsp.relax([bulk("Ar", "fcc", a=5.3)], lj, fmax=1e-3)
+    assert square._cache_size() == 0
+    assert abs(out[0].cell.volume ** (1 / 3) * 4 ** (1 / 3) - 5.3) < 0.3

@@ -75,6 +75,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm import tqdm
 
+from .. import compile_cache
 from .. import neighbors as nl
 from .. import sharding
 from ..capacity import Capacity, ListSpec
@@ -144,6 +145,7 @@ def _mesh():
 
 def _kernel(potential, capacity: Capacity, batch, n_max, config, relax_cell, pbc,
             dtype) -> Kernel:
+    compile_cache.release_if_crowded()  # before a kernel runs: room for its executable
     table = _cache(_KERNELS, potential)
     mesh = _mesh()
     key = (capacity.key, batch, n_max, config, bool(relax_cell and any(pbc)), pbc,
