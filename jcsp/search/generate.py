@@ -159,16 +159,17 @@ def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Genera
         plan.sort(key=lambda sw: sw[1].dof)  # fixed points first, free sets fill around
         frac = np.zeros((0, 3))
         symbols: list[str] = []
+        self_img = _self_image(cell)
         for s, w in plan:
             r_new = radius(s)
             r_old = np.array([radius(x) for x in symbols])
+            if self_img < min_separation * 2 * r_new:
+                break  # an atom would touch its own image whatever the site
             for _ in range(site_tries if w.dof else 1):
                 pts = wyckoff.place(w, rng, rot, trans)
                 inner = _min_image_distances(pts, pts, cell)
                 np.fill_diagonal(inner, np.inf)
-                self_img = _self_image(cell)
-                if inner.min(initial=np.inf) < min_separation * 2 * r_new or \
-                        self_img < min_separation * 2 * r_new:
+                if inner.min(initial=np.inf) < min_separation * 2 * r_new:
                     continue
                 if len(frac):
                     d = _min_image_distances(pts, frac, cell)

@@ -336,7 +336,18 @@ def place(w: WyckoffSet, rng: np.random.Generator, rot, trans) -> np.ndarray:
 def combinations(number: int, count: int, *, max_results: int = 64,
                  rng: np.random.Generator | None = None) -> list[list[WyckoffSet]]:
     """Up to ``max_results`` multisets of Wyckoff sets whose multiplicities sum to
-    ``count``. Sets without free parameters are used at most once."""
+    ``count``, in a random order when ``rng`` is given. Sets without free parameters are
+    used at most once."""
+    out = list(_combinations(int(number), int(count), int(max_results)))
+    if rng is not None:
+        rng.shuffle(out)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _combinations(number: int, count: int, max_results: int) -> tuple:
+    """:func:`combinations` in search order (cached: every random crystal of a search
+    asks for the same ones)."""
     sets = wyckoff_sets(number)
     out: list[list[WyckoffSet]] = []
 
@@ -355,14 +366,17 @@ def combinations(number: int, count: int, *, max_results: int = 64,
             chosen.pop()
 
     search(count, 0, [])
-    if rng is not None:
-        rng.shuffle(out)
-    return out
+    return tuple(tuple(c) for c in out)
 
 
 def feasible(number: int, counts) -> bool:
     """Can each species count be filled with Wyckoff sets of this group (fixed-point
     sets shared among species at most once)?"""
+    return _feasible(int(number), tuple(sorted((int(c) for c in counts), reverse=True)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _feasible(number: int, counts: tuple) -> bool:
     sets = wyckoff_sets(number)
     free = sorted({w.multiplicity for w in sets if w.dof > 0})
     points = [w.multiplicity for w in sets if w.dof == 0]
@@ -374,7 +388,7 @@ def feasible(number: int, counts) -> bool:
         # try using a subset of fixed points for this species, the rest from free sets
         return _fill_one(c, free, points_left, lambda left: fill(rest, left))
 
-    return fill(sorted(counts, reverse=True), tuple(points))
+    return fill(counts, tuple(points))
 
 
 def _fill_one(c, free, points, then):
