@@ -75,3 +75,33 @@ def test_impossible_requests_are_refused_clearly():
         gen.parse_composition("Si2Qq")
     with pytest.raises(ValueError, match="1..230"):
         gen.random_crystals({"Si": 2}, 1, groups=[231])
+
+
+# (group, cell scale Å, sites placed before, minimum distances Å): one-at-a-time tries
+# used with seeds 0, 1, 2 are 1/15/22 (several blocks), 1/4/3, and 200 of 200 (none fits).
+SITE_CASES = [(62, 5.5, 0, 2.4, 0.0, 8), (62, 6.0, 4, 2.0, 1.6, 4), (14, 4.5, 4, 2.0, 1.6, 4)]
+
+
+@pytest.mark.parametrize("number,scale,n_old,inner,pair,multiplicity", SITE_CASES)
+def test_site_tries_in_blocks_are_the_one_at_a_time_tries(number, scale, n_old, inner, pair,
+                                                          multiplicity):
+    """_try_sites draws and checks site tries in blocks; it must give the sites, and
+    leave the generator exactly where, trying wyckoff.place one at a time does."""
+    rot, trans = wyckoff.operations(number)
+    cell = np.diag([scale, scale * 1.1, scale * 0.9])
+    frac = np.random.default_rng(9).random((n_old, 3))
+    pair_min = np.full(n_old, pair)
+    w = next(w for w in wyckoff.wyckoff_sets(number) if w.dof and w.multiplicity == multiplicity)
+    found = 0
+    for seed in range(3):
+        results, states = [], []
+        for tries in (gen._try_sites, gen._try_sites_one_by_one):
+            rng = np.random.default_rng(seed)
+            results.append(tries(w, rng, rot, trans, cell, inner, frac, pair_min, 200))
+            states.append(rng.bit_generator.state)
+        assert states[0] == states[1]
+        assert (results[0] is None) == (results[1] is None)
+        if results[1] is not None:
+            found += 1
+            np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-12)
+    assert found == (0 if number == 14 else 3)

@@ -125,12 +125,84 @@ def _separation_ok(atoms: Atoms, symbols: Sequence[str], factor: float) -> bool:
 _IMAGES = np.array(list(np.ndindex(3, 3, 3)), float) - 1.0
 
 
+#: Site tries of one Wyckoff set are made in blocks: the first of this many tries, each
+#: next one twice as many, up to this many (try, site, site, image) distances.
+FIRST_BLOCK = 4
+BLOCK_ELEMENTS = 1 << 18
+
+
 def _min_image_distances(new, old, cell):
-    """[len(new), len(old)] shortest distances over the 27 nearest images (Å)."""
-    d = new[:, None, :] - old[None, :, :]
+    """[..., len(new), len(old)] shortest distances over the 27 nearest images (Å);
+    ``new`` may carry leading batch axes."""
+    d = new[..., :, None, :] - old[..., None, :, :]
     d = d - np.round(d)
-    cart = (d[:, :, None, :] + _IMAGES[None, None]) @ cell
+    cart = (d[..., None, :] + _IMAGES) @ cell
     return np.sqrt((cart**2).sum(-1)).min(-1)
+
+
+def _try_sites(w, rng: np.random.Generator, rot, trans, cell, inner_min: float, frac,
+               pair_min, tries: int) -> np.ndarray | None:
+    """The sites of the first of up to ``tries`` random members of the free Wyckoff set
+    ``w`` whose atoms are at least ``inner_min`` apart and ``pair_min`` [len(frac)] from
+    the sites ``frac`` placed before; None when every try fails.
+
+    The same result, and the same draws from ``rng``, as calling :func:`wyckoff.place`
+    one try at a time, but the tries are drawn and checked in vectorised blocks: the
+    generator's state is saved before a block and advanced afterwards by exactly the
+    draws of the tries used. A try is the run of draws up to the first one whose orbit
+    is generic (a draw on a more special point is redrawn, as :func:`wyckoff.place`
+    does)."""
+    m, dof = w.multiplicity, w.dof
+    n_old = len(frac)
+    done, block = 0, FIRST_BLOCK
+    cap = max(BLOCK_ELEMENTS // (m * max(m, n_old) * len(_IMAGES)), FIRST_BLOCK)
+    while done < tries:
+        block = int(min(block, cap, tries - done))
+        state = rng.bit_generator.state
+        x = (w.origin + rng.uniform(-1.0, 1.0, (block, dof)) @ w.basis.T) % 1.0
+        images = (np.einsum("mij,bj->bmi", rot, x) + trans) % 1.0  # [block, M, 3]
+        close = np.all(np.abs(wyckoff._wrap_delta(images[:, :, None] - images[:, None]))
+                       < 10 * wyckoff.TOL, axis=-1)
+        dup = np.triu(close, 1).any(axis=1)  # [block, M]: an earlier image is the same
+        generic = (~dup).sum(1) == m
+        ends = np.flatnonzero(generic)  # draw index at which each complete try ends
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        if np.any(ends - starts >= 50) or (not len(ends) and block >= 50):
+            raise RuntimeError("could not place a generic member of a Wyckoff set")
+        if not len(ends):  # every draw of a short block landed on special points
+            rng.bit_generator.state = state
+            return _try_sites_one_by_one(w, rng, rot, trans, cell, inner_min, frac,
+                                         pair_min, tries - done)
+        ends = ends[: tries - done]
+        pts = images[ends][~dup[ends]].reshape(len(ends), m, 3)
+        inner = _min_image_distances(pts, pts, cell)
+        inner[:, np.arange(m), np.arange(m)] = np.inf
+        ok = inner.min(axis=(1, 2)) >= inner_min
+        if n_old:
+            ok &= np.all(_min_image_distances(pts, frac, cell) >= pair_min, axis=(1, 2))
+        first = int(np.argmax(ok)) if ok.any() else None
+        used = ends[-1 if first is None else first] + 1
+        rng.bit_generator.state = state
+        rng.uniform(-1.0, 1.0, (used, dof))  # advance by exactly the draws used
+        if first is not None:
+            return pts[first]
+        done += len(ends)
+        block *= 2
+    return None
+
+
+def _try_sites_one_by_one(w, rng, rot, trans, cell, inner_min, frac, pair_min, tries):
+    """:func:`_try_sites` without blocks."""
+    for _ in range(tries):
+        pts = wyckoff.place(w, rng, rot, trans)
+        inner = _min_image_distances(pts, pts, cell)
+        np.fill_diagonal(inner, np.inf)
+        if inner.min(initial=np.inf) < inner_min:
+            continue
+        if len(frac) and np.any(_min_image_distances(pts, frac, cell) < pair_min):
+            continue
+        return pts
+    return None
 
 
 def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Generator, *,
@@ -165,18 +237,10 @@ def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Genera
             r_old = np.array([radius(x) for x in symbols])
             if self_img < min_separation * 2 * r_new:
                 break  # an atom would touch its own image whatever the site
-            for _ in range(site_tries if w.dof else 1):
-                pts = wyckoff.place(w, rng, rot, trans)
-                inner = _min_image_distances(pts, pts, cell)
-                np.fill_diagonal(inner, np.inf)
-                if inner.min(initial=np.inf) < min_separation * 2 * r_new:
-                    continue
-                if len(frac):
-                    d = _min_image_distances(pts, frac, cell)
-                    if np.any(d < min_separation * (r_new + r_old[None, :])):
-                        continue
-                break
-            else:
+            try_sites = _try_sites if w.dof else _try_sites_one_by_one
+            pts = try_sites(w, rng, rot, trans, cell, min_separation * 2 * r_new, frac,
+                            min_separation * (r_new + r_old), site_tries if w.dof else 1)
+            if pts is None:
                 break
             frac = np.vstack([frac, pts])
             symbols += [s] * len(pts)
