@@ -131,8 +131,9 @@ class Capacity:
         when the stored lists' spec changed (lists built with the old one are stale)."""
         old = self.lists
         skin = self._spec(self.list_cutoff, count, cells, old.skin)
-        if skin.capacity > old.skin.capacity:
-            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images)
+        if skin.capacity > old.skin.capacity:  # headroom on the count, rounded up once
+            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * (count * self.margin + 1)),
+                                   skin.images)
         capacity = old.capacity
         if capacity is not None and count_cut is not None and \
                 count_cut * self.margin + 1 > capacity:
