@@ -4,6 +4,7 @@ of generated crystals checked by spglib, minimum separations, clear errors."""
 import numpy as np
 import pytest
 import spglib
+from ase import Atoms
 from ase.data import covalent_radii
 
 from jcsp.search import generate as gen
@@ -104,4 +105,13 @@ def test_site_tries_in_blocks_are_the_one_at_a_time_tries(number, scale, n_old, 
         if results[1] is not None:
             found += 1
             np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-12)
+            # the sites keep their distances, measured by ASE (minimum image, exact in
+            # these orthorhombic cells)
+            sites = Atoms("X" * (multiplicity + n_old), cell=cell, pbc=True,
+                          scaled_positions=np.vstack([results[0], frac]))
+            d = sites.get_all_distances(mic=True)
+            inner_d = d[:multiplicity, :multiplicity][~np.eye(multiplicity, dtype=bool)]
+            assert inner_d.min() >= inner
+            if n_old:
+                assert d[:multiplicity, multiplicity:].min() >= pair
     assert found == (0 if number == 14 else 3)

@@ -24,8 +24,8 @@ time: each piece's samples (``runs/perov5_pieces_<split>_<setting>_k<k>/piece_NN
 and match counts (``piece_NNNN.json``) are written when it is done, a rerun skips the pieces
 on disk, and the record is written once every piece is (``--reverse`` takes them last
 first, for a second process on another core). A piece scored with an earlier ranking
-(its JSON has no or another ``ranker``) is re-ranked from its stored samples. The pieces draw exactly the
-crystals of one whole call (``GenerativeModel.sample(first_batch=)``), so the numbers are
+(its JSON has no or another ``ranker``) is re-ranked from its stored samples. The pieces
+draw exactly the crystals of one whole call (``GenerativeModel.sample(first_batch=)``), so the numbers are
 those of the one-call protocol.
 """
 
@@ -139,14 +139,18 @@ def _rerank(model, row: dict, refs, stem: str, args) -> dict:
     if len(samples) != len(refs) or any(len(g) != args.k for g in samples):
         raise SystemExit(f"{stem}.extxyz does not hold {args.k} samples for each of "
                          f"{len(refs)} references; delete the piece to sample it again")
-    ranked = evaluate.match([[model.rank(g)[0]] for g in samples], refs,
-                            processes=args.processes, progress=False)
-    row = {**row, "ranked": {kk: ranked[kk] for kk in ("rmse", "n_matched", "valid_rate")},
-           "ranker": RANKER}
+    row = {**row, "ranked": _ranked(model, samples, refs, args), "ranker": RANKER}
     evaluate.write_atomic(stem + ".json", lambda tmp: json.dump(row, open(tmp, "w")))
-    print(f"piece {row['piece'] + 1}: re-ranked, {ranked['n_matched']}/{len(refs)}",
+    print(f"piece {row['piece'] + 1}: re-ranked, {row['ranked']['n_matched']}/{len(refs)}",
           flush=True)
     return row
+
+
+def _ranked(model, samples, refs, args) -> dict:
+    """The match of each reference's first sample by ``model.rank`` (a piece's score)."""
+    ranked = evaluate.match([[model.rank(g)[0]] for g in samples], refs,
+                            processes=args.processes, progress=False)
+    return {kk: ranked[kk] for kk in ("rmse", "n_matched", "valid_rate")}
 
 
 def by_pieces(args) -> None:
@@ -185,12 +189,9 @@ def by_pieces(args) -> None:
                               lambda tmp: ase.io.write(tmp, frames, format="extxyz"))
         result = evaluate.match(samples, part, ks=ks, processes=args.processes,
                                 progress=False)
-        ranked = evaluate.match([[model.rank(g)[0]] for g in samples], part,
-                                processes=args.processes, progress=False)
         row = {"piece": p, "first": first, "n": len(part), "sampling_seconds": seconds,
                "by_k": {str(k): v for k, v in result["by_k"].items()},
-               "ranked": {kk: ranked[kk] for kk in ("rmse", "n_matched", "valid_rate")},
-               "ranker": RANKER,
+               "ranked": _ranked(model, samples, part, args), "ranker": RANKER,
                "n_errors": result["n_errors"], "smact": result["smact"],
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "load_average": os.getloadavg()[0]}

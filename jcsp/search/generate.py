@@ -160,10 +160,7 @@ def _try_sites(w, rng: np.random.Generator, rot, trans, cell, inner_min: float, 
         block = int(min(block, cap, tries - done))
         state = rng.bit_generator.state
         x = (w.origin + rng.uniform(-1.0, 1.0, (block, dof)) @ w.basis.T) % 1.0
-        images = (np.einsum("mij,bj->bmi", rot, x) + trans) % 1.0  # [block, M, 3]
-        close = np.all(np.abs(wyckoff._wrap_delta(images[:, :, None] - images[:, None]))
-                       < 10 * wyckoff.TOL, axis=-1)
-        dup = np.triu(close, 1).any(axis=1)  # [block, M]: an earlier image is the same
+        images, dup = wyckoff.orbits(x, rot, trans)  # [block, M, 3], [block, M]
         generic = (~dup).sum(1) == m
         ends = np.flatnonzero(generic)  # draw index at which each complete try ends
         starts = np.concatenate([[0], ends[:-1] + 1])

@@ -97,12 +97,18 @@ def _wrap_delta(d):
 
 def orbit(x, rot, trans, tol: float = TOL) -> np.ndarray:
     """[m, 3] distinct images of point ``x`` in [0, 1)."""
-    pts = (np.einsum("mij,j->mi", rot, x) + trans) % 1.0
-    if len(pts) > 1:  # the first of each group of images within 10 tol (periodic)
-        d = np.abs(_wrap_delta(pts[:, None] - pts[None]))
-        dup = np.triu(np.all(d < 10 * tol, axis=-1), 1).any(axis=0)
-        pts = pts[~dup]
-    return pts
+    images, repeated = orbits(np.asarray(x, float)[None], rot, trans, tol)
+    return images[0][~repeated[0]]
+
+
+def orbits(x, rot, trans, tol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
+    """Images of points ``x`` [B, 3] under every operation: ([B, M, 3] in [0, 1),
+    [B, M] bool, true where an earlier image of the same point lies within 10 ``tol``
+    (periodic), so that ``images[b][~repeated[b]]`` is the orbit of ``x[b]``)."""
+    images = (np.einsum("mij,bj->bmi", rot, x) + trans) % 1.0
+    d = np.abs(_wrap_delta(images[:, :, None] - images[:, None]))
+    repeated = np.triu(np.all(d < 10 * tol, axis=-1), 1).any(axis=1)
+    return images, repeated
 
 
 def _site_constraints(x, rot, trans, tol):
