@@ -59,6 +59,35 @@ def test_random_crystals_have_their_symmetry_and_separation():
     np.testing.assert_allclose(again[0].positions, xs[0].positions)
 
 
+def test_separation_check_agrees_with_ase_neighbor_lists():
+    """The generator's final separation check (every image that could be close) gives
+    the verdict of ASE's neighbor list on skewed, small and ordinary cells."""
+    from ase.neighborlist import neighbor_list
+
+    rng = np.random.default_rng(4)
+    verdicts = []
+    for trial in range(300):
+        n = int(rng.integers(1, 7))
+        cell = np.diag(rng.uniform(1.6, 6.0, 3))
+        cell[1, 0], cell[2, 0], cell[2, 1] = rng.uniform(-3.0, 3.0, 3)  # skewed
+        frac = rng.uniform(-0.3, 1.3, (n, 3))  # outside the cell too
+        radii = rng.uniform(0.5, 1.3, n)
+        factor = rng.uniform(0.5, 1.0)
+        atoms = Atoms("X" * n, cell=cell, pbc=True, scaled_positions=frac % 1.0)
+        i, j, d = neighbor_list("ijd", atoms, 2 * radii.max() * factor)
+        expected = bool(np.all(d >= factor * (radii[i] + radii[j])))
+        assert gen._separation_ok(frac, cell, radii, factor) == expected, trial
+        verdicts.append(expected)
+    assert 30 < sum(verdicts) < 270  # both verdicts were exercised
+    # a sheared cell whose shortest lattice vector, 2a - b (2.0 Å), is not among the 27
+    # nearest images of the wrapped separation (the shortest of those is a, 3.0 Å)
+    cell = np.array([[3.0, 0.0, 0.0], [5.9, 2.0, 0.0], [0.0, 0.0, 5.0]])
+    atom = Atoms("X", cell=cell, pbc=True, scaled_positions=[[0.2, 0.3, 0.4]])
+    assert neighbor_list("d", atom, 2.4).min() == pytest.approx(np.hypot(0.1, 2.0))
+    assert not gen._separation_ok(np.array([[0.2, 0.3, 0.4]]), cell, np.array([1.2]), 1.0)
+    assert gen._separation_ok(np.array([[0.2, 0.3, 0.4]]), cell, np.array([0.9]), 1.0)
+
+
 def test_binary_and_label_compositions():
     counts = gen.parse_composition("TiO2", 2)
     assert counts == {"Ti": 2, "O": 4}

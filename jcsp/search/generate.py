@@ -11,6 +11,7 @@ sum of their covalent radii (Pickard & Needs, J. Phys.: Condens. Matter 23, 0532
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, Mapping, Sequence
 
@@ -18,7 +19,6 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 from ase.geometry import cellpar_to_cell
-from ase.neighborlist import neighbor_list
 
 from . import pointgroup, wyckoff
 
@@ -115,11 +115,24 @@ def random_cell(number: int, volume: float, rng: np.random.Generator) -> np.ndar
     raise RuntimeError("no valid random cell")
 
 
-def _separation_ok(atoms: Atoms, symbols: Sequence[str], factor: float) -> bool:
-    radii = np.array([radius(s) for s in symbols])
-    cutoff = 2 * radii.max() * factor
-    i, j, d = neighbor_list("ijd", atoms, cutoff)
-    return bool(np.all(d >= factor * (radii[i] + radii[j])))
+def _separation_ok(frac, cell, radii, factor: float) -> bool:
+    """Whether every two atoms, and every atom and the periodic images of all atoms, are
+    at least ``factor`` x the sum of their radii apart (exact: every image that could be
+    closer is checked)."""
+    cutoff = factor * 2.0 * float(np.max(radii))
+    volume = abs(np.linalg.det(cell))
+    heights = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    reach = np.ceil(cutoff / heights + 0.5).astype(int)  # |d_k + n_k| h_k < cutoff
+    shifts = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"),
+                      -1).reshape(-1, 3)
+    d = frac[None, :, :] - frac[:, None, :]
+    d -= np.round(d)
+    cart = (d @ cell)[:, :, None, :] + shifts @ cell  # [n, n, images, 3]
+    dist2 = np.einsum("ijsk,ijsk->ijs", cart, cart)
+    n = len(frac)
+    dist2[np.arange(n), np.arange(n), np.flatnonzero(~shifts.any(1))[0]] = np.inf
+    bound = factor * (radii[:, None] + radii[None, :])
+    return bool(np.all(dist2.min(-1) >= bound**2))
 
 
 _IMAGES = np.array(list(np.ndindex(3, 3, 3)), float) - 1.0
@@ -136,8 +149,10 @@ def _min_image_distances(new, old, cell):
     ``new`` may carry leading batch axes."""
     d = new[..., :, None, :] - old[..., None, :, :]
     d = d - np.round(d)
-    cart = (d[..., None, :] + _IMAGES) @ cell
-    return np.sqrt((cart**2).sum(-1)).min(-1)
+    c = d @ cell
+    images = _IMAGES @ cell  # |c + t|^2 = |c|^2 + 2 c.t + |t|^2, one matrix product
+    dist2 = (c @ (2.0 * images.T) + np.einsum("ij,ij->i", images, images)).min(-1)
+    return np.sqrt(np.maximum(dist2 + np.einsum("...k,...k->...", c, c), 0.0))
 
 
 def _try_sites(w, rng: np.random.Generator, rot, trans, cell, inner_min: float, frac,
@@ -243,9 +258,10 @@ def random_crystal(counts: Mapping[str, int], number: int, rng: np.random.Genera
             symbols += [s] * len(pts)
         if len(symbols) != sum(counts.values()):
             continue
-        numbers = [species_number(s) for s in symbols]
-        atoms = Atoms(numbers=numbers, scaled_positions=frac, cell=cell, pbc=True)
-        if _separation_ok(atoms, symbols, min_separation):
+        radii = np.array([radius(x) for x in symbols])
+        if _separation_ok(frac, cell, radii, min_separation):
+            numbers = [species_number(x) for x in symbols]
+            atoms = Atoms(numbers=numbers, scaled_positions=frac, cell=cell, pbc=True)
             atoms.info["generator_spacegroup"] = number
             atoms.info["labels"] = list(symbols)
             return atoms
@@ -260,14 +276,22 @@ def _self_image(cell) -> float:
 def feasible_groups(counts: Mapping[str, int], groups: Iterable[int] | None = None) -> list[int]:
     """Space groups whose Wyckoff sets can hold the species counts."""
     groups = range(1, 231) if groups is None else groups
-    out = []
+    return list(_feasible_groups(tuple(int(c) for c in counts.values()),
+                                 tuple(int(g) for g in groups)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _feasible_groups(counts: tuple, groups: tuple) -> tuple:
     for g in groups:
-        g = int(g)
         if not 1 <= g <= 230:
             raise ValueError(f"space group numbers are 1..230, got {g}")
-        if wyckoff.feasible(g, list(counts.values())):
-            out.append(g)
-    return out
+    return tuple(g for g in groups if wyckoff.feasible(g, counts))
+
+
+@functools.lru_cache(maxsize=64)
+def _groups_up_to(order: int) -> tuple:
+    """Space groups whose general position has at most ``order`` sites."""
+    return tuple(g for g in range(1, 231) if len(wyckoff.operations(g)[0]) <= order)
 
 
 def random_crystals(counts: Mapping[str, int], n: int, *, seed=0, groups=None,
@@ -290,7 +314,7 @@ def random_crystals(counts: Mapping[str, int], n: int, *, seed=0, groups=None,
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if groups is None:
-        pool = [g for g in range(1, 231) if len(wyckoff.operations(g)[0]) <= max_group_order]
+        pool = list(_groups_up_to(int(max_group_order)))
     else:
         pool = list(groups)
     usable = feasible_groups(counts, pool)
