@@ -249,7 +249,7 @@ class Archive:
         h, v = enthalpy / n, volume / n
         spec = self._specs[self._spec_key(atoms)]
         weights = fpm.pair_weights(spec, [atoms.numbers])[0]
-        u = np.asarray(fpm.weighted_vector(fp, weights))
+        u = fpm.weighted_vector(np.asarray(fp), weights, xp=np)
         key = (self._spec_key(atoms), reduced_composition(atoms.numbers))
         table = self._classes.setdefault(key, _Class(u.size))
         if table.ids:

@@ -265,18 +265,19 @@ def pair_weights(spec: FingerprintSpec, numbers: Sequence) -> np.ndarray:
     return np.array(out).reshape(len(out), len(spec.pairs))
 
 
-def weighted_vector(fp, weights) -> Array:
+def weighted_vector(fp, weights, *, xp=jnp) -> Array:
     """[..., P * n_bins] unit vector whose dot products are the weighted cosines.
 
     ``fp`` [..., P, n_bins] rows are scaled by ``sqrt(w_AB)`` and the result normalised,
     so that ``cosine_distance(a, b, w) == (1 - u_a . u_b) / 2``. Zero fingerprints stay
-    zero (and are then at distance 1/2 from everything).
+    zero (and are then at distance 1/2 from everything). ``xp``: ``jax.numpy`` (default)
+    or ``numpy`` (host side, without a dispatch per operation).
     """
-    fp = jnp.asarray(fp)
-    v = fp * jnp.sqrt(jnp.asarray(weights, fp.dtype))[..., None]
+    fp = xp.asarray(fp)
+    v = fp * xp.sqrt(xp.asarray(weights, fp.dtype))[..., None]
     v = v.reshape(v.shape[:-2] + (-1,))
-    norm = jnp.linalg.norm(v, axis=-1, keepdims=True)
-    return v / jnp.where(norm > 0, norm, 1.0)
+    norm = xp.linalg.norm(v, axis=-1, keepdims=True)
+    return v / xp.where(norm > 0, norm, 1.0)
 
 
 def cosine_distance(fp_a, fp_b, weights) -> Array:
