@@ -84,12 +84,17 @@ class Capacity:
       headroom: extra factor on the first sizing, for a stream of many similar batches
         (a search): the first batches rarely show the densest structures to come, and
         each later growth is a new compilation.
+      half: size half lists (each pair once) when the potential accepts them
+        (``half_lists``) and the structures are crystals with a cutoff; the per-atom
+        energies of a half list are not split evenly (totals, forces and stress are).
     """
 
     def __init__(self, potential: Potential, pbc, *, skin: float = 0.0, margin: float = 1.2,
-                 headroom: float = 1.0):
+                 headroom: float = 1.0, half: bool = False):
         self.potential = potential
         self.pbc = tuple(bool(p) for p in pbc)
+        self.half = bool(half and potential.half_lists and potential.cutoff is not None
+                         and all(self.pbc))
         self.cutoff = potential.cutoff
         self.list_cutoff = None if self.cutoff is None else self.cutoff + float(skin)
         self.margin = margin
@@ -133,14 +138,15 @@ class Capacity:
         skin = self._spec(self.list_cutoff, count, cells, old.skin)
         if skin.capacity > old.skin.capacity:  # headroom on the count, rounded up once
             skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * (count * self.margin + 1)),
-                                   skin.images)
+                                   skin.images, self.half)
         capacity = old.capacity
         if capacity is not None and count_cut is not None and \
                 count_cut * self.margin + 1 > capacity:
             capacity = rung(REGROWTH * (count_cut * self.margin + 1))
         grown = ListSpec(skin, capacity)
         if grown == old:  # never spin: an overflow always buys room
-            grown = ListSpec(nl.NeighborSpec(skin.cutoff, rung(2 * skin.capacity), skin.images),
+            grown = ListSpec(nl.NeighborSpec(skin.cutoff, rung(2 * skin.capacity), skin.images,
+                                             self.half),
                              None if capacity is None else rung(2 * capacity))
         self.lists = grown
         return grown.skin != old.skin
@@ -183,9 +189,9 @@ class Capacity:
         images = nl.required_images(cells, cutoff * 1.1, self.pbc).reshape(-1, 3).max(axis=0)
         if count is None:
             count = nl.count_neighbors(cutoff, tuple(int(x) for x in images), frac, cells, mask,
-                                       self.pbc)
+                                       self.pbc, half=self.half)
         spec = nl.NeighborSpec(cutoff, rung(count * self.margin + 1),
-                               tuple(int(x) for x in images))
+                               tuple(int(x) for x in images), self.half)
         return spec if old is None else _larger(spec, old)
 
     def _union(self, need: ListSpec) -> None:
@@ -196,13 +202,14 @@ class Capacity:
             skin, cap = need.skin, need.capacity
             if self.headroom != 1.0:
                 skin = nl.NeighborSpec(skin.cutoff, rung(self.headroom * skin.capacity),
-                                       skin.images)
+                                       skin.images, self.half)
                 cap = None if cap is None else rung(self.headroom * cap)
             self.lists = ListSpec(skin, cap)
             return
         skin = _larger(need.skin, old.skin)
         if skin.capacity > old.skin.capacity:
-            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images)
+            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images,
+                                   self.half)
         cap = old.capacity
         if cap is not None and need.capacity > cap:
             cap = rung(REGROWTH * need.capacity)
@@ -233,7 +240,7 @@ class Capacity:
 def _larger(a: nl.NeighborSpec, b: nl.NeighborSpec) -> nl.NeighborSpec:
     """A spec that holds everything either holds."""
     images = tuple(max(x, y) for x, y in zip(a.images, b.images))
-    return nl.NeighborSpec(a.cutoff, max(a.capacity, b.capacity), images)
+    return nl.NeighborSpec(a.cutoff, max(a.capacity, b.capacity), images, a.half or b.half)
 
 
 __all__ = ["Capacity", "ListSpec", "rung"]

@@ -138,6 +138,9 @@ def evaluate_with(potential: Potential, params, frac, cell, species, mask,
     coordinates, as long as :func:`jcsp.neighbors.needs_rebuild` is false: potentials
     ignore pairs beyond their own cutoff.
     """
+    if nbrs.half and not potential.half_lists:
+        raise ValueError(f"{type(potential).__name__} needs full neighbor lists (each pair "
+                         "from both ends); it does not declare half_lists")
     positions = frac @ cell
 
     def atom_energies(pos, cells):

@@ -35,6 +35,8 @@ class Graph:
       nbr_vec: [N, K, 3] r_j + shift @ cell - r_i, Å; FAR along x on padded edges.
       nbr_mask: [N, K] bool, real edges.
       pbc: static periodicity (bool, bool, bool).
+      half: static; the edges are a half list (each pair once, from one end), which
+        only potentials that declare ``half_lists`` accept.
     """
 
     positions: Array
@@ -45,6 +47,7 @@ class Graph:
     nbr_vec: Array
     nbr_mask: Array
     pbc: tuple = struct.field(pytree_node=False, default=(True, True, True))
+    half: bool = struct.field(pytree_node=False, default=False)
 
     @property
     def volume(self) -> Array:
@@ -56,7 +59,8 @@ def make_graph(positions, cell, species, mask, nbrs: NeighborList, pbc) -> Graph
     offsets = jnp.einsum("nka,ab->nkb", nbrs.shift, cell)
     vec = edge_vectors(positions, nbrs.idx, offsets, nbrs.mask)
     return Graph(positions=positions, cell=cell, species=species, mask=mask,
-                 nbr_idx=nbrs.idx, nbr_vec=vec, nbr_mask=nbrs.mask, pbc=tuple(pbc))
+                 nbr_idx=nbrs.idx, nbr_vec=vec, nbr_mask=nbrs.mask, pbc=tuple(pbc),
+                 half=nbrs.half)
 
 
 def edge_vectors(positions: Array, nbr_idx: Array, offsets: Array, nbr_mask: Array) -> Array:

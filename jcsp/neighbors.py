@@ -6,6 +6,13 @@ translations, so a pair may appear with several shifts and an atom may neighbor 
 images: cells thinner than twice the cutoff (common in structure prediction) are
 handled exactly, unlike minimum-image lists.
 
+A *half* list (``NeighborSpec.half``) holds each pair once instead of once from each
+end: ``(i, j, shift)`` is kept when ``shift`` is lexicographically positive, or is zero
+and ``j > i``, so of ``(i, j, S)`` and ``(j, i, -S)`` exactly one is kept and every atom
+keeps about half of its neighbors (in cells smaller than the cutoff, where most
+neighbors are images). Pair potentials evaluate half lists in half the work; a
+potential declares that it can (:attr:`jcsp.potentials.Potential.half_lists`).
+
 The candidate images are a static box ``[-n_a..n_a] x [-n_b..n_b] x [-n_c..n_c]``:
 ``n_k = ceil(cutoff / d_k)`` with ``d_k`` the spacing of the lattice planes normal to
 reciprocal vector ``k``. Two things can outgrow a static spec while cells change under
@@ -38,11 +45,13 @@ class NeighborSpec:
       cutoff: interaction cutoff in Å; ``None`` means all pairs (clusters only).
       capacity: maximum neighbors per atom (K).
       images: (n_a, n_b, n_c) image range searched along each lattice vector.
+      half: each pair once (see the module docstring) instead of once from each end.
     """
 
     cutoff: float | None
     capacity: int
     images: tuple[int, int, int]
+    half: bool = False
 
     @property
     def shifts(self) -> np.ndarray:
@@ -66,6 +75,7 @@ class NeighborList:
       overflow: [] bool, true when ``count > capacity`` or the cell needs more images.
       ref_frac: [N, 3] the fractional coordinates the list was built from.
       ref_cell: [3, 3] the cell the list was built from.
+      half: static; each pair once (a half list) rather than from both ends.
     """
 
     idx: Array
@@ -75,6 +85,17 @@ class NeighborList:
     overflow: Array
     ref_frac: Array
     ref_cell: Array
+    half: bool = struct.field(pytree_node=False, default=False)
+
+
+def half_keep(shifts, n: int, xp=jnp):
+    """[N(i), S, N(j)] bool: the pairs a half list keeps, for candidate lattice
+    ``shifts`` [S, 3] (integers as floats) between ``n`` atoms."""
+    a, b, c = shifts[:, 0], shifts[:, 1], shifts[:, 2]
+    positive = (a > 0) | ((a == 0) & ((b > 0) | ((b == 0) & (c > 0))))
+    zero = (a == 0) & (b == 0) & (c == 0)
+    later = xp.arange(n)[None, :] > xp.arange(n)[:, None]  # j > i
+    return positive[None, :, None] | (zero[None, :, None] & later[:, None, :])
 
 
 def plane_spacings(cell):
@@ -96,7 +117,7 @@ def required_images(cell, cutoff: float | None, pbc) -> np.ndarray:
     return np.where(np.asarray(pbc, bool), n, 0)
 
 
-def _candidates(cutoff, shifts, frac, cell, mask, periodic):
+def _candidates(cutoff, shifts, frac, cell, mask, periodic, half=False):
     """[N(i), S, N(j)] bool: is (i, shift, j) a pair within ``cutoff``? Also the floors
     used to wrap the coordinates, [N, 3]."""
     n = frac.shape[0]
@@ -112,6 +133,8 @@ def _candidates(cutoff, shifts, frac, cell, mask, periodic):
     valid = mask[:, None, None] & mask[None, None, :] & ~is_self
     if cutoff is not None:
         valid = valid & (d2 < cutoff**2)
+    if half:
+        valid = valid & half_keep(shifts, n)
     return valid, floor
 
 
@@ -130,7 +153,7 @@ def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> Nei
     shifts = jnp.asarray(spec.shifts, frac.dtype)  # [S, 3]
     s = shifts.shape[0]
     periodic = jnp.asarray(pbc, bool)
-    valid, floor = _candidates(spec.cutoff, shifts, frac, cell, mask, periodic)
+    valid, floor = _candidates(spec.cutoff, shifts, frac, cell, mask, periodic, spec.half)
     # Compaction: running count of the candidates of each atom in (shift, j) order, and
     # slot q holds the first candidate whose running count exceeds q (a binary search per
     # slot: O(K log(S N)) per atom, no scatter, no work that grows with S^2 or S K).
@@ -155,7 +178,7 @@ def build(spec: NeighborSpec, frac: Array, cell: Array, mask: Array, pbc) -> Nei
         short = periodic & (need > jnp.asarray(spec.images))
         overflow = overflow | jnp.any(short)
     return NeighborList(idx=idx, shift=shift, mask=nbr_mask, count=count.astype(jnp.int32),
-                        overflow=overflow, ref_frac=frac, ref_cell=cell)
+                        overflow=overflow, ref_frac=frac, ref_cell=cell, half=spec.half)
 
 
 def needs_rebuild(nbrs: NeighborList, frac: Array, cell: Array, mask: Array,
@@ -183,10 +206,10 @@ def _round_up(x: int, multiple: int) -> int:
     return int(math.ceil(max(x, 1) / multiple) * multiple)
 
 
-def count_neighbors(cutoff: float, images, frac, cell, mask, pbc) -> int:
+def count_neighbors(cutoff: float, images, frac, cell, mask, pbc, half: bool = False) -> int:
     """The largest number of neighbors within ``cutoff`` of any atom of a batch
     ([B, N, 3], [B, 3, 3], [B, N]), searching ``images`` (host side, numpy: sizing
-    must not compile anything)."""
+    must not compile anything); ``half``: in a half list."""
     frac, cell, mask = (np.asarray(x) for x in (frac, cell, mask))
     shifts = NeighborSpec(cutoff, 1, tuple(images)).shifts  # [S, 3]
     periodic = np.asarray(pbc, bool)
@@ -197,6 +220,7 @@ def count_neighbors(cutoff: float, images, frac, cell, mask, pbc) -> int:
         f = f[m]
         pos = (f - np.where(periodic, np.floor(f), 0.0)) @ c
         trans = shifts @ c  # [S, 3]
+        kept = half_keep(shifts, len(pos), np) if half else None
         for start in range(0, len(pos), 64):  # rows of i in chunks: bounded memory
             rows = pos[start:start + 64]
             d = pos[None, None, :, :] + trans[None, :, None, :] - rows[:, None, None, :]
@@ -205,7 +229,10 @@ def count_neighbors(cutoff: float, images, frac, cell, mask, pbc) -> int:
             self_pair = np.zeros_like(near)
             zero = int(np.flatnonzero((shifts == 0).all(1))[0])
             self_pair[np.arange(len(rows)), zero, start + np.arange(len(rows))] = True
-            counts = np.sum(near & ~self_pair, axis=(1, 2))
+            keep = near & ~self_pair
+            if half:
+                keep &= kept[start:start + 64]
+            counts = np.sum(keep, axis=(1, 2))
             biggest = max(biggest, int(counts.max()))
     return max(biggest, 1)
 

@@ -114,3 +114,74 @@ def test_batched_equals_single_under_jit():
         single = nl.build(spec, jax.numpy.asarray(fracs[b]), jax.numpy.asarray(cells[b]),
                           jax.numpy.asarray(mask[b]), (True,) * 3)
         assert _triples(single, 6) == _triples(jax.tree_util.tree_map(lambda x: x[b], batched), 6)
+
+
+@pytest.mark.parametrize("seed,thin", [(4, False), (5, True)])
+def test_half_lists_hold_each_ase_pair_once_and_balance_the_rows(seed, thin):
+    """A half list holds exactly one of (i, j, S) and (j, i, -S) for every pair of ASE's
+    full list, counted alike on the host, in shorter rows."""
+    rng = np.random.default_rng(seed)
+    n = 5
+    cell, pos = random_structure(rng, n, 12.0, 1.5, thin=thin)
+    frac = pos @ np.linalg.inv(cell) + rng.integers(-2, 3, size=(n, 3))
+    atoms = Atoms("H" * n, scaled_positions=frac, cell=cell, pbc=True)
+    cutoff = 6.0
+    full = nl.spec_for(cutoff, frac[None], cell[None], np.ones((1, n), bool), (True,) * 3)
+    half = dataclasses.replace(full, half=True)
+    nbrs = nl.build(half, jax.numpy.asarray(frac), jax.numpy.asarray(cell),
+                    jax.numpy.ones(n, bool), (True,) * 3)
+    assert nbrs.half and not bool(nbrs.overflow)
+    ours = _triples(nbrs, n)
+    reverse = {(j, i, -a, -b, -c) for i, j, a, b, c in ours}
+    ref = _ase_triples(atoms, cutoff)
+    assert not ours & reverse  # never both ends
+    assert ours | reverse == ref  # every pair
+    rows = np.asarray(nbrs.mask).sum(1)
+    full_rows = np.bincount([t[0] for t in ref], minlength=n)
+    assert 2 * rows.sum() == full_rows.sum() and rows.max() < full_rows.max()
+    assert int(nbrs.count) == rows.max() == nl.count_neighbors(
+        cutoff, half.images, frac[None], cell[None], np.ones((1, n), bool), (True,) * 3,
+        half=True)
+
+
+def test_buckingham_on_half_lists_matches_full_lists_others_refuse_them():
+    """Energy, forces and stress of Buckingham + Ewald on a half list are those on the
+    full list; a potential that needs full lists refuses a half one."""
+    from jcsp.derivatives import evaluate_with
+    from jcsp.potentials import BuckinghamCoulomb, StillingerWeber
+
+    rng = np.random.default_rng(7)
+    cell, pos = random_structure(rng, 6, 14.0, 1.6, thin=True)
+    frac = pos @ np.linalg.inv(cell)
+    species = jax.numpy.asarray([8, 22] * 3)
+    mask = jax.numpy.ones(6, bool)
+    pots = [BuckinghamCoulomb({("Ti", "O"): (16957.5, 0.194, 12.59),
+                               ("O", "O"): (11782.7, 0.234, 30.22),
+                               ("Ti", "Ti"): (31120.1, 0.154, 5.25)},
+                              {"Ti": 2.196, "O": -1.098}, cutoff=6.5).for_cells(cell[None])]
+    for pot in pots:
+        full = nl.spec_for(pot.cutoff, frac[None], cell[None], np.ones((1, 6), bool),
+                           (True,) * 3)
+        got = {}
+        for half in (False, True):
+            spec = dataclasses.replace(full, half=half)
+            nbrs = nl.build(spec, jax.numpy.asarray(frac), jax.numpy.asarray(cell), mask,
+                            (True,) * 3)
+            got[half] = evaluate_with(pot, pot.params, jax.numpy.asarray(frac),
+                                      jax.numpy.asarray(cell), species, mask, nbrs, (True,) * 3)
+        assert abs(float(got[True].energy)) > 1e-3
+        np.testing.assert_allclose(float(got[True].energy), float(got[False].energy),
+                                   rtol=1e-12)
+        for field in ("forces", "stress"):
+            a, b = np.asarray(getattr(got[True], field)), np.asarray(getattr(got[False], field))
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.abs(b).max())
+        # per-atom energies still add up to the total, though not split evenly
+        np.testing.assert_allclose(float(np.sum(got[True].energies)),
+                                   float(got[True].energy), rtol=1e-12)
+    sw = StillingerWeber.from_lammps("/usr/share/lammps/potentials/Si.sw")
+    spec = dataclasses.replace(nl.spec_for(sw.cutoff, frac[None], cell[None],
+                                           np.ones((1, 6), bool), (True,) * 3), half=True)
+    nbrs = nl.build(spec, jax.numpy.asarray(frac), jax.numpy.asarray(cell), mask, (True,) * 3)
+    with pytest.raises(ValueError, match="needs full neighbor lists"):
+        evaluate_with(sw, sw.params, jax.numpy.asarray(frac), jax.numpy.asarray(cell),
+                      jax.numpy.full(6, 14), mask, nbrs, (True,) * 3)

@@ -67,6 +67,13 @@ class Potential(abc.ABC):
     - ``has_features``: whether :meth:`features` gives per-atom descriptors on which
       the energy readout is linear (the input of the extrapolation grade and of
       generative heads).
+    - ``half_lists``: whether :meth:`energies` accepts a half neighbor list
+      (``graph.half``: each pair once, see :mod:`jcsp.neighbors`), as a sum of pair
+      terms can (:class:`~jcsp.potentials.BuckinghamCoulomb` does): the total energy,
+      forces and stress are the same in half the pair work, but the per-atom energies
+      then give each pair's whole energy to one of its atoms, so callers that need
+      per-atom energies use full lists. The relaxer uses half lists for potentials that
+      accept them.
     """
 
     cutoff: float | None = None
@@ -76,6 +83,7 @@ class Potential(abc.ABC):
     member: "Potential | None" = None
     domain: object = None
     has_features: bool = False
+    half_lists: bool = False
 
     @abc.abstractmethod
     def energies(self, params, graph: Graph):

@@ -90,6 +90,8 @@ class BuckinghamCoulomb(Potential):
       ...               ("Al", "Al")]})
     """
 
+    half_lists = True
+
     def __init__(self, pairs: Mapping[tuple, tuple[float, ...]] | None,
                  charges: Mapping, cutoff: float = 10.0, *,
                  lennard: Mapping[tuple, tuple[float, ...]] | None = None,
@@ -226,7 +228,8 @@ class BuckinghamCoulomb(Potential):
             pair = pair + lj
         # The real-space Ewald term rides on the same pass over the edges.
         pair = pair + ewald.screened_coulomb(r, qq, self.ewald.alpha)
-        e_pair = 0.5 * jnp.sum(jnp.where(edge, pair, 0.0), axis=-1)
+        share = 1.0 if graph.half else 0.5  # each pair once, or once from each end
+        e_pair = share * jnp.sum(jnp.where(edge, pair, 0.0), axis=-1)
         charges = jnp.where(graph.mask, charge[t], 0.0)
         return e_pair + ewald.long_range_energies(graph, charges, self.ewald)
 

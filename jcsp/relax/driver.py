@@ -134,7 +134,7 @@ def _capacity_for(potential, pbc, n_max, skin, headroom=1.0) -> Capacity:
     table = _cache(_CAPACITIES, potential)
     key = (pbc, n_max, skin)
     if key not in table:
-        table[key] = Capacity(potential, pbc, skin=skin, headroom=headroom)
+        table[key] = Capacity(potential, pbc, skin=skin, headroom=headroom, half=True)
     return table[key]
 
 

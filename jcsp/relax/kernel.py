@@ -133,7 +133,7 @@ def _trim(nbrs: nl.NeighborList, frac, cell, cutoff: float, capacity: int) -> nl
     return nl.NeighborList(idx=idx, shift=shift,
                            mask=filled,
                            count=count, overflow=nbrs.overflow | (count > capacity),
-                           ref_frac=nbrs.ref_frac, ref_cell=nbrs.ref_cell)
+                           ref_frac=nbrs.ref_frac, ref_cell=nbrs.ref_cell, half=nbrs.half)
 
 
 def serial_schedule() -> bool:
