@@ -18,8 +18,9 @@ database, output files and plots). ``ratio_loop`` counts only the search loop
 broken down by wrapping those functions with timers. Search and relax alternate
 ``--repeats`` times; each keeps its best time (the machine is shared).
 
-Systems: ``lj13`` (13-atom Lennard-Jones clusters, all pairs) and ``si8`` (8-atom
-Stillinger-Weber silicon crystals, cell relaxed).
+Systems: ``lj13`` (13-atom Lennard-Jones clusters, all pairs), ``si8`` (8-atom
+Stillinger-Weber silicon crystals, cell relaxed) and ``tio2x4`` (Ti4O8 crystals with
+the Matsui-Akaogi rigid-ion model, Buckingham + Ewald cut at 10 Å, cell relaxed).
 
 Run:   taskset -c 0 python experiments/bench_search_throughput.py --systems lj13
          (one core: Session.walk does not overlap; record search_throughput.json)
@@ -27,6 +28,8 @@ Run:   taskset -c 0 python experiments/bench_search_throughput.py --systems lj13
          --record experiments/results/search_throughput_2cores.json   (two cores: overlap)
        taskset -c 0 python experiments/bench_search_throughput.py --systems si8 \
          --populations 16 --repeats 2 --record experiments/results/search_throughput_si8.json
+       taskset -c 0 python experiments/bench_search_throughput.py --systems tio2x4 \
+         --populations 16 --repeats 2 --record experiments/results/search_throughput_tio2.json
        (--quick: populations 16 and 64, small budgets, a minute, no record)
 """
 
@@ -61,12 +64,17 @@ SW_FILE = Path("/usr/share/lammps/potentials/Si.sw")
 SYSTEMS = {
     "lj13": dict(composition="LJ13", cluster=True, cluster_symmetry=False),
     "si8": dict(composition="Si8", groups=None),
+    # rutile-sized rigid-ion oxide cells: Matsui-Akaogi Buckingham + Ewald, 10 A cutoff
+    "tio2x4": dict(composition="TiO2", formula_units=4),
 }
 
 
 def potential(system):
     if system == "lj13":
         return LennardJones(1.0, 1.0, None)
+    if system == "tio2x4":
+        from hard_crystals import TIO2_CUTOFF, matsui_akaogi
+        return matsui_akaogi(TIO2_CUTOFF)
     return StillingerWeber.from_lammps(SW_FILE if SW_FILE.exists()
                                        else Path(jcsp.__file__).parent / "data" / "Si.sw")
 

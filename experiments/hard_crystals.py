@@ -107,7 +107,8 @@ SYSTEMS = {
 }
 
 
-def run_system(name, algorithms, seeds, budget, tol, population, on_progress=None):
+def run_system(name, algorithms, seeds, budget, tol, population, on_progress=None,
+               first_seed=0, optimizer="fire"):
     """Search ``name`` with each driver and seed; ``on_progress(partial result)`` is
     called after each search, so a run cut short still leaves its record."""
     formula, units, pressure, make_potential, make_reference, volume = SYSTEMS[name]
@@ -117,10 +118,11 @@ def run_system(name, algorithms, seeds, budget, tol, population, on_progress=Non
     rows = {}
     for algorithm in algorithms:
         runs = []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             runs.append(one_search(formula, potential, algorithm, seed, target, tol,
                                    formula_units=units, pressure=pressure, budget=budget,
-                                   volume=volume, population=population))
+                                   volume=volume, population=population,
+                                   optimizer=optimizer))
             rows[algorithm] = _summary(runs)
             if on_progress is not None:
                 on_progress(_system(name, target, phases, rows))
@@ -219,6 +221,10 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--algorithms", nargs="+", default=["random", "ga", "basin"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (to split a "
+                             "long run over cores)")
+    parser.add_argument("--optimizer", default="fire", choices=["fire", "lbfgs"])
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--population", type=int, default=None,
                         help="structures per generation (default: the search's)")
@@ -255,7 +261,9 @@ def main() -> None:
         if args.record:
             write_record(args.record, settings={
                 "systems": args.systems, "algorithms": args.algorithms,
-                "seeds": args.seeds, "budget": args.budget, "population": args.population,
+                "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                "budget": args.budget, "population": args.population,
+                "optimizer": args.optimizer,
                 "tol_eV_per_atom": args.tol, "dtype": "float64", "fmax": 0.01,
                 "max_steps": 2000}, results=results, complete=complete,
                 notes="machine shared with other agents (2 cores); wall times are upper "
@@ -266,7 +274,8 @@ def main() -> None:
             results[name] = partial
             save(False)
         results[name] = run_system(name, args.algorithms, args.seeds, args.budget,
-                                   args.tol, args.population, on_progress=progress)
+                                   args.tol, args.population, on_progress=progress,
+                                   first_seed=args.first_seed, optimizer=args.optimizer)
     save(True)
 
 
