@@ -137,16 +137,15 @@ class Capacity:
         old = self.lists
         skin = self._spec(self.list_cutoff, count, cells, old.skin)
         if skin.capacity > old.skin.capacity:  # headroom on the count, rounded up once
-            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * (count * self.margin + 1)),
-                                   skin.images, self.half)
+            skin = self._list(skin.cutoff, rung(REGROWTH * (count * self.margin + 1)),
+                              skin.images)
         capacity = old.capacity
         if capacity is not None and count_cut is not None and \
                 count_cut * self.margin + 1 > capacity:
             capacity = rung(REGROWTH * (count_cut * self.margin + 1))
         grown = ListSpec(skin, capacity)
         if grown == old:  # never spin: an overflow always buys room
-            grown = ListSpec(nl.NeighborSpec(skin.cutoff, rung(2 * skin.capacity), skin.images,
-                                             self.half),
+            grown = ListSpec(self._list(skin.cutoff, rung(2 * skin.capacity), skin.images),
                              None if capacity is None else rung(2 * capacity))
         self.lists = grown
         return grown.skin != old.skin
@@ -172,6 +171,10 @@ class Capacity:
             self.grow(count, None, over_cells)
 
     # --- internals --------------------------------------------------------------------
+    def _list(self, cutoff, capacity: int, images) -> nl.NeighborSpec:
+        """A stored list's spec (half or full, as this capacity keeps them)."""
+        return nl.NeighborSpec(cutoff, capacity, tuple(int(x) for x in images), self.half)
+
     def _measure(self, pop: Population) -> ListSpec:
         frac, cell, mask = (np.asarray(x) for x in (pop.frac, pop.cell, pop.mask))
         skin = self._spec(self.list_cutoff, None, cell, None, frac=frac, mask=mask)
@@ -190,8 +193,7 @@ class Capacity:
         if count is None:
             count = nl.count_neighbors(cutoff, tuple(int(x) for x in images), frac, cells, mask,
                                        self.pbc, half=self.half)
-        spec = nl.NeighborSpec(cutoff, rung(count * self.margin + 1),
-                               tuple(int(x) for x in images), self.half)
+        spec = self._list(cutoff, rung(count * self.margin + 1), images)
         return spec if old is None else _larger(spec, old)
 
     def _union(self, need: ListSpec) -> None:
@@ -201,15 +203,14 @@ class Capacity:
         if old is None:
             skin, cap = need.skin, need.capacity
             if self.headroom != 1.0:
-                skin = nl.NeighborSpec(skin.cutoff, rung(self.headroom * skin.capacity),
-                                       skin.images, self.half)
+                skin = self._list(skin.cutoff, rung(self.headroom * skin.capacity),
+                                  skin.images)
                 cap = None if cap is None else rung(self.headroom * cap)
             self.lists = ListSpec(skin, cap)
             return
         skin = _larger(need.skin, old.skin)
         if skin.capacity > old.skin.capacity:
-            skin = nl.NeighborSpec(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images,
-                                   self.half)
+            skin = self._list(skin.cutoff, rung(REGROWTH * skin.capacity), skin.images)
         cap = old.capacity
         if cap is not None and need.capacity > cap:
             cap = rung(REGROWTH * need.capacity)
